@@ -1,0 +1,230 @@
+"""All configuration in one place: one dataclass per stage, CLI parsing, precedence, validation.
+
+Precedence (lowest to highest): dataclass defaults < ``--config FILE`` (JSON or YAML) < explicit CLI flags.
+Nothing here does work at import time; scripts call ``parse_prepare_args`` / ``parse_rerank_args`` in main().
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parent
+DEFAULT_PREPARED_ROOT = REPO_ROOT / "data" / "prepared"
+DEFAULT_RUNS_ROOT = REPO_ROOT / "runs"
+DEFAULT_CACHE_ROOT = REPO_ROOT / ".cache"
+
+KNOWN_DATASETS = ("ml-100k", "beauty", "games", "custom", "sample")
+TEXT_MODES = ("text", "semantic_summary_small")
+RERANK_MODES = TEXT_MODES  # VL modes (raw_image, caption, semantic_summary) arrive with the multimodal work
+RETRIEVERS = ("sasrec", "popularity")
+
+
+@dataclass
+class DataConfig:
+    """How a raw dataset becomes a prepared-dataset folder.
+
+    Args:
+        dataset: ml-100k | beauty | games | custom | sample, or any other Amazon 2014 category name.
+        data_root: folder holding the raw files (ml-100k: u.data/u.item; amazon: ratings/reviews/meta files or
+            user_sequence.txt + <Name>.item). None = download when online (ml-100k) / error.
+        interactions / items: files for the custom dataset (CSV/TSV/Parquet).
+        min_rating: keep interactions with rating >= this (0 keeps all; ignored when no ratings).
+        min_uc / min_sc: iterative k-core on users / items until stable.
+        output_dir: prepared folder; default data/prepared/<dataset>-<config hash>.
+    """
+
+    dataset: str = "sample"
+    data_root: Optional[str] = None
+    interactions: Optional[str] = None
+    items: Optional[str] = None
+    min_rating: float = 0.0
+    min_uc: int = 5
+    min_sc: int = 5
+    output_dir: Optional[str] = None
+    sample_users: int = 300
+    sample_items: int = 200
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.min_uc < 0 or self.min_sc < 0:
+            raise ValueError(f"min_uc/min_sc must be >= 0, got {self.min_uc}/{self.min_sc}")
+        if self.dataset == "custom" and (not self.interactions or not self.items):
+            raise ValueError("--dataset custom needs --interactions FILE and --items FILE")
+
+    def content_keys(self) -> dict:
+        """The settings that change the prepared content (output_dir does not)."""
+        d = dataclasses.asdict(self)
+        d.pop("output_dir")
+        if self.dataset != "sample":
+            d.pop("sample_users"), d.pop("sample_items")
+        return d
+
+    def resolved_output_dir(self) -> Path:
+        if self.output_dir:
+            return Path(self.output_dir)
+        return DEFAULT_PREPARED_ROOT / f"{self.dataset}-{config_hash(self.content_keys())}"
+
+
+@dataclass
+class RetrievalConfig:
+    """Stage-1 candidate generation.
+
+    Args:
+        retriever: sasrec | popularity | none (skip).
+        top_k: candidates per user (the reranker accepts at most 26).
+    """
+
+    retriever: str = "sasrec"
+    top_k: int = 20
+    max_len: int = 50
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 2
+    dropout: float = 0.2
+    lr: float = 1e-3
+    batch_size: int = 128
+    epochs: int = 200
+    patience: int = 5
+    eval_every: int = 2
+    seed: int = 42
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.retriever not in RETRIEVERS + ("none",):
+            raise ValueError(f"unknown retriever {self.retriever!r}; available: {list(RETRIEVERS)} or 'none'")
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+
+
+@dataclass
+class RerankConfig:
+    """Stage-2 reranking with an LLM verbalizer (one forward pass per prompt).
+
+    Args:
+        data: prepared-dataset folder (or use --dataset to find the default one).
+        candidates: external candidates file (Parquet/CSV: user_id, ordered item ids); default: the
+            prepared folder's candidates of --retriever.
+        model: hub id, local folder, or alias (smollm2-135m).
+        max_history: last N history items in the prompt.
+        max_prompt_tokens: token budget; met by shortening item texts, then dropping the oldest history.
+        permutations: N seeded candidate orders, scores averaged per item (position-bias control).
+    """
+
+    data: Optional[str] = None
+    dataset: Optional[str] = None
+    retriever: str = "sasrec"
+    candidates: Optional[str] = None
+    split: str = "test"
+    mode: str = "text"
+    model: str = "Qwen/Qwen3-0.6B"
+    device: str = "auto"
+    dtype: str = "auto"
+    use_quantization: bool = False
+    max_history: int = 10
+    max_title_chars: int = 80
+    max_text_chars: int = 200
+    max_prompt_tokens: int = 2048
+    llm_batch_size: int = 8
+    permutations: int = 1
+    seed: int = 42
+    max_users: Optional[int] = None
+    dump_prompts: Optional[str] = None
+    output_dir: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in RERANK_MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; available: {list(RERANK_MODES)}")
+        if self.split not in ("val", "test"):
+            raise ValueError(f"split must be 'val' or 'test', got {self.split!r}")
+        if self.permutations < 1:
+            raise ValueError(f"permutations must be >= 1, got {self.permutations}")
+        if self.llm_batch_size < 1:
+            raise ValueError(f"llm_batch_size must be >= 1, got {self.llm_batch_size}")
+        if self.max_users is not None and self.max_users < 1:
+            raise ValueError(f"max_users must be >= 1, got {self.max_users}")
+        if self.max_history < 0:
+            raise ValueError(f"max_history must be >= 0, got {self.max_history}")
+
+
+def config_hash(d: dict, n: int = 10) -> str:
+    """Stable short hash of a JSON-able dict (key order does not matter)."""
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+# ---------------------------------------------------------------- CLI plumbing
+
+_HELP = {
+    "dataset": "dataset name: ml-100k, beauty, games, custom, sample, or another Amazon 2014 category",
+    "data_root": "folder with the raw files (tests use ../shared/data/ml-100k)",
+    "output_dir": "output folder (default: derived from the config)",
+    "model": "hub id, local folder, or alias 'smollm2-135m' (offline SmolLM2-135M-Instruct)",
+    "use_quantization": "load the model in 4-bit NF4 (bitsandbytes, double quant)",
+}
+
+
+def _add_dataclass_args(p: argparse.ArgumentParser, cls, skip: Sequence[str] = ()) -> None:
+    """One flag per dataclass field; defaults are SUPPRESSed so we can tell which flags the user gave."""
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        flag = f"--{f.name}"
+        helptext = _HELP.get(f.name, f.name.replace("_", " "))
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                           help=f"{helptext} (default {default})")
+            continue
+        typ = {"int": int, "float": float}.get(str(f.type).replace("Optional[", "").rstrip("]"), str)
+        p.add_argument(flag, type=typ, default=argparse.SUPPRESS, help=f"{helptext} (default {default})")
+
+
+def _load_config_file(path: Optional[str]) -> dict:
+    if not path:
+        return {}
+    text = Path(path).read_text()
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        return yaml.safe_load(text) or {}
+    return json.loads(text)
+
+
+def _build(cls, file_values: dict, cli_values: dict):
+    names = {f.name for f in fields(cls)}
+    unknown = set(file_values) - names
+    if unknown:
+        raise ValueError(f"unknown keys in config file for {cls.__name__}: {sorted(unknown)}")
+    merged = {**file_values, **{k: v for k, v in cli_values.items() if k in names}}
+    return cls(**merged)
+
+
+def parse_prepare_args(argv: Optional[Sequence[str]] = None) -> tuple[DataConfig, RetrievalConfig]:
+    p = argparse.ArgumentParser(description="Prepare a dataset and its stage-1 candidates.")
+    p.add_argument("--config", help="JSON/YAML file with 'data' and 'retrieval' sections")
+    _add_dataclass_args(p, DataConfig)
+    _add_dataclass_args(p, RetrievalConfig, skip=("seed", "device"))
+    p.add_argument("--retrieval_device", dest="device", default=argparse.SUPPRESS, help="device for SASRec")
+    ns = vars(p.parse_args(argv))
+    file_cfg = _load_config_file(ns.pop("config", None))
+    data = _build(DataConfig, file_cfg.get("data", {}), ns)
+    retr_cli = {k: v for k, v in ns.items() if k in {f.name for f in fields(RetrievalConfig)}}
+    retr = _build(RetrievalConfig, file_cfg.get("retrieval", {}), retr_cli)
+    return data, retr
+
+
+def parse_rerank_args(argv: Optional[Sequence[str]] = None) -> RerankConfig:
+    p = argparse.ArgumentParser(description="Rerank stage-1 candidates with an LLM verbalizer and evaluate.")
+    p.add_argument("--config", help="JSON/YAML file with a 'rerank' section")
+    _add_dataclass_args(p, RerankConfig)
+    ns = vars(p.parse_args(argv))
+    file_cfg = _load_config_file(ns.pop("config", None))
+    return _build(RerankConfig, file_cfg.get("rerank", {}), ns)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,1 @@
+"""Metrics (overall + subset) and report tables."""

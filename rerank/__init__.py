@@ -1,0 +1,1 @@
+"""Stage 2: prompts, verbalizer scoring, model backends, the rerank pipeline."""

@@ -1,0 +1,2 @@
+"""Scoring backends behind one interface (base.Backend); importing this package registers them."""
+from rerank.models import llm  # noqa: F401  (registers "transformers")

@@ -1,0 +1,44 @@
+"""The small interface every scoring backend implements, and its explicit registry."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable, Sequence
+
+import torch
+
+
+class Backend(ABC):
+    """A loaded model that maps a batch of rendered prompts to last-position logits.
+
+    Subclasses set ``tokenizer`` and ``device`` in ``load`` and implement ``last_logits``.
+    """
+
+    name: str = "base"
+    tokenizer = None
+    device: torch.device = torch.device("cpu")
+
+    @abstractmethod
+    def load(self) -> "Backend": ...
+
+    @abstractmethod
+    def last_logits(self, texts: Sequence[str]) -> torch.Tensor:
+        """(B, V) next-token logits after each text (left-padded batch, one forward, no generation)."""
+
+    def describe(self) -> dict:
+        return {"backend": self.name}
+
+
+_REGISTRY: dict[str, Callable[..., Backend]] = {}
+
+
+def register_backend(name: str, factory: Callable[..., Backend]) -> None:
+    if name in _REGISTRY:
+        raise ValueError(f"backend {name!r} is already registered")
+    _REGISTRY[name] = factory
+
+
+def get_backend(name: str) -> Callable[..., Backend]:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown backend {name!r}; available: {sorted(_REGISTRY)}") from None
