@@ -46,3 +46,21 @@ def build_tiny_qwen3(out: Path, seed: int = 0) -> Path:
     for f in QWEN3_TOKENIZER_FILES:
         shutil.copy(src / f, out / f)
     return out
+
+
+_CACHE: dict[str, Path] = {}
+
+
+def tiny_qwen3_dir() -> Path:
+    """Build the tiny Qwen3 once per test process (module-level cache shared by all test modules)."""
+    import tempfile
+
+    if "qwen3" not in _CACHE:
+        _CACHE["qwen3"] = build_tiny_qwen3(Path(tempfile.mkdtemp(prefix="tiny-qwen3-")))
+    return _CACHE["qwen3"]
+
+
+def qwen3_tokenizer():
+    from rerank.models.llm import load_tokenizer
+
+    return load_tokenizer(str(shared_path("models", "qwen3-0.6b")))

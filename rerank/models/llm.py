@@ -56,8 +56,9 @@ def nf4_config(compute_dtype: torch.dtype):
 def left_padded_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids that start at 0 on each prompt's first real token.
 
-    A plain forward (unlike ``generate``) numbers positions 0..T-1 regardless of padding, which would shift
-    the rotary positions of every left-padded prompt and make batched scores differ from unbatched ones.
+    A plain forward numbers positions 0..T-1 regardless of padding. Rotary models (Qwen, Llama) only see
+    relative positions, so the shift cancels there, but absolute-position models would score a padded prompt
+    differently; passing the same ids ``generate`` uses keeps every architecture exact.
     """
     pos = attention_mask.long().cumsum(-1) - 1  # (B, T)
     return pos.clamp_(min=0)
