@@ -3,8 +3,8 @@
 Items are films in eight genres. Each title is built from genre-specific words ("Quantum Starship",
 "Haunted Crypt"), each has a one-sentence description and a 64x64 PNG poster drawn with Pillow: a background
 colour and a shape per genre, with size, position and accent colour varying per item. Users prefer one or two
-genres; 85% of their 8-30 interactions come from those genres, and once in the second half of a sequence a
-user may swap one preferred genre for another (drift). A reranker that reads titles can therefore beat random
+genres; 85% of their 8-30 interactions come from those genres, and 30% of users pick up one more genre in
+the second half of their sequence (drift). A reranker that reads titles can therefore beat random
 ordering, while the task is not trivial.
 
 Everything comes from ``numpy.random.default_rng(seed)`` (and Pillow draws from those numbers), so the same
@@ -89,14 +89,14 @@ def _make_interactions(rng: np.random.Generator, items: pd.DataFrame, n_users: i
         uid = f"u{u + 1:0{width}d}"
         prefs = list(rng.choice(len(names), size=1 + int(rng.random() < 0.4), replace=False))
         length = int(rng.integers(8, 31))
-        drifted = False
+        # drift: 30% of users pick up one more genre somewhere in the second half of their sequence
+        drift_at = int(rng.integers(length // 2, length)) if rng.random() < 0.3 else -1
         seen: set[int] = set()
         t = BASE_TIME + int(rng.integers(0, 86400 * 365))
         for step in range(length):
-            if not drifted and step > length // 2 and rng.random() < 0.3:
+            if step == drift_at:
                 others = [c for c in range(len(names)) if c not in prefs]
-                prefs[int(rng.integers(len(prefs)))] = others[int(rng.integers(len(others)))]
-                drifted = True
+                prefs.append(others[int(rng.integers(len(others)))])
             liked = rng.random() < 0.85
             cat = names[prefs[int(rng.integers(len(prefs)))] if liked else int(rng.integers(len(names)))]
             idx, w = by_cat[cat], weights[cat]
