@@ -88,7 +88,7 @@ def _make_interactions(rng: np.random.Generator, items: pd.DataFrame, n_users: i
     for u in range(n_users):
         uid = f"u{u + 1:0{width}d}"
         prefs = list(rng.choice(len(names), size=1 + int(rng.random() < 0.4), replace=False))
-        length = int(rng.integers(8, 31))
+        length = int(rng.integers(8, min(30, len(item_ids)) + 1))  # no repeats, so at most every item once
         # drift: 30% of users pick up one more genre somewhere in the second half of their sequence
         drift_at = int(rng.integers(length // 2, length)) if rng.random() < 0.3 else -1
         seen: set[int] = set()
