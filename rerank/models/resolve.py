@@ -75,6 +75,7 @@ def _materialise_alias(alias: str, cache: Path) -> Path:
 
     log.info("converting %s (GGUF) into %s, once", src_dir / filename, target)
     tok = AutoTokenizer.from_pretrained(src_dir, gguf_file=filename)
+    tok.clean_up_tokenization_spaces = False  # BPE: the clean-up would strip spaces before punctuation
     model = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=filename, dtype=torch.float32)
     model.hf_quantizer = None  # dequantised weights: save them as a plain checkpoint
     cache.mkdir(parents=True, exist_ok=True)
