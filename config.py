@@ -77,6 +77,8 @@ class RetrievalConfig:
     Args:
         retriever: sasrec | popularity | none (skip).
         top_k: candidates per user (the reranker accepts at most 26).
+        threads: torch/faiss CPU threads for SASRec; 0 = min(2, cpu count). Use 1 on a busy machine:
+            2 threads competing with other processes ran ~5x slower than 1 thread on a 2-core box.
     """
 
     retriever: str = "sasrec"
@@ -93,6 +95,7 @@ class RetrievalConfig:
     eval_every: int = 2
     seed: int = 42
     device: str = "auto"
+    threads: int = 0
 
     def __post_init__(self) -> None:
         if self.retriever not in RETRIEVERS + ("none",):

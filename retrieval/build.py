@@ -86,13 +86,13 @@ def _run_popularity(splits: dict[str, EncodedSplit], n_items: int, cfg: Retrieva
 
 def _run_sasrec(prepared: PreparedDataset, vocab: ItemVocab, splits: dict[str, EncodedSplit], cfg):
     # Imported here so popularity-only use never pays for importing torch.
-    from retrieval.sasrec import full_ranking_ranks, sasrec_vectors, train_sasrec
+    from retrieval.sasrec import full_ranking_ranks, resolve_threads, sasrec_vectors, train_sasrec
 
     model, result = train_sasrec(encode_train(prepared, vocab), splits["val"], vocab.n_items, cfg)
     out = {}
     for name, sp in splits.items():
         users, items = sasrec_vectors(model, sp)  # (U, d), (N, d)
-        ids, scores = faiss_topk(users, items, sp.histories, cfg.top_k, threads=min(2, os.cpu_count() or 1))
+        ids, scores = faiss_topk(users, items, sp.histories, cfg.top_k, threads=resolve_threads(cfg.threads))
         out[name] = (ids, scores, full_ranking_ranks(users, items, sp))
     info = {
         "train_time_s": result.train_time_s,

@@ -155,6 +155,13 @@ class TrainResult:
     history: list = field(default_factory=list)  # [{"epoch", "loss", "val_ndcg@10"}]
 
 
+def resolve_threads(threads: int) -> int:
+    """0 = min(2, cpu count): more threads than cores only adds contention on small CPU boxes."""
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0, got {threads}")
+    return threads or min(2, os.cpu_count() or 1)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -179,11 +186,11 @@ def train_sasrec(
         val: the encoded val split (history seq[:-2], target seq[-2]) for model selection.
         n_items: N.
         cfg: hyper-parameters (hidden, layers, heads, max_len, dropout, lr, batch_size, epochs,
-            patience counted in evaluations, eval_every, seed, device).
+            patience counted in evaluations, eval_every, seed, device, threads).
     """
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(resolve_threads(cfg.threads))
     device = resolve_device(cfg.device)
     inputs, labels = _training_pairs(train_seqs, cfg.max_len)  # (U', T) each
     model = SASRec(n_items, cfg.hidden, cfg.layers, cfg.heads, cfg.max_len, cfg.dropout).to(device)
