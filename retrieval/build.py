@@ -50,7 +50,7 @@ def _up_to_date(out_dir: Path, prepared: PreparedDataset, chash: str, paths: dic
     if not meta_path.is_file() or not all(p.is_file() for p in paths.values()):
         return None
     meta = json.loads(meta_path.read_text())
-    if meta.get("config_hash") == chash and meta.get("content_hash") == prepared.content_hash:
+    if meta.get("config_hash") == chash and meta.get("dataset_hash") == prepared.content_hash:
         return meta
     return None
 
@@ -151,7 +151,7 @@ def build_candidates(prepared: PreparedDataset, cfg: RetrievalConfig) -> dict:
         "config": dataclasses.asdict(cfg),
         "config_hash": chash,
         "dataset": prepared.name,
-        "content_hash": prepared.content_hash,
+        "dataset_hash": prepared.content_hash,  # key read by rerank.pipeline
         "users": len(splits["val"].user_ids),
         "items": vocab.n_items,
         "top_k": cfg.top_k,

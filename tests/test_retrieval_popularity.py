@@ -53,7 +53,7 @@ def test_popularity_metrics_and_coverage_match_hand_ranks(tmp_path):
     assert meta["coverage"]["val"]["coverage@3"] == pytest.approx(3 / 4)
     # test targets: u1 d (in list, pos 1), u2 a (pos 1), u3 a (pos 0), u4 f (not in top-3)
     assert meta["coverage"]["test"]["coverage@3"] == pytest.approx(3 / 4)
-    assert meta["content_hash"] == prepared.content_hash
+    assert meta["dataset_hash"] == prepared.content_hash
     on_disk = json.loads((prepared.candidates_path("popularity", "val").parent / "retrieval.json").read_text())
     assert on_disk["metrics"] == meta["metrics"]
 
@@ -107,3 +107,14 @@ def test_candidates_parquet_schema(tmp_path):
     assert str(schema.field("user_id").type) == "string"
     assert str(schema.field("candidates").type) == "list<element: string>"
     assert str(schema.field("scores").type) == "list<element: float>"
+
+
+def test_changed_dataset_content_rebuilds(tmp_path, caplog):
+    build_candidates(make_prepared(tmp_path, HAND), RetrievalConfig(retriever="popularity", top_k=3))
+    changed = {**HAND, "u5": ["f", "e", "d"]}
+    prepared = make_prepared(tmp_path, changed)  # same folder, new content hash
+    with caplog.at_level(logging.INFO, logger="retrieval"):
+        meta = build_candidates(prepared, RetrievalConfig(retriever="popularity", top_k=3))
+    assert "up to date" not in caplog.text
+    assert meta["dataset_hash"] == prepared.content_hash and meta["users"] == 5
+    assert "u5" in read(prepared, "test")
