@@ -41,8 +41,8 @@ def test_alias_resolves_to_a_cached_hf_folder():
 
 def test_smollm2_run_on_ml100k_matches_direct_gguf_load(ml100k, gguf_model, tmp_path):  # noqa: F811
     model, tok = gguf_model
-    metrics = run(RerankConfig(data=str(ml100k.root), retriever="popularity", model="smollm2-135m", max_users=3,
-                               llm_batch_size=3, output_dir=str(tmp_path / "run"),
+    metrics = run(RerankConfig(data=str(ml100k.root), retriever="popularity", model="smollm2-135m", max_users=2, max_history=3,
+                               llm_batch_size=2, output_dir=str(tmp_path / "run"),
                                dump_prompts=str(tmp_path / "p.jsonl")))
     assert metrics["model"]["dtype"] == "float32"
     pred = pd.read_parquet(tmp_path / "run" / "predictions.parquet").set_index("user_id")
