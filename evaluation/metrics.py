@@ -13,15 +13,6 @@ import numpy as np
 
 DEFAULT_KS = (1, 5, 10, 20)
 
-# name -> f(rank) for a hit within K (a miss scores 0)
-METRICS: dict[str, Callable[[int], float]] = {
-    "recall": lambda r: 1.0,
-    "hit": lambda r: 1.0,
-    "ndcg": lambda r: 1.0 / math.log2(r + 2),
-    "mrr": lambda r: 1.0 / (r + 1),
-}
-
-
 def target_rank(ranked: Sequence[str], target: str) -> Optional[int]:
     """0-based position of ``target`` in ``ranked``, None if absent."""
     for i, item in enumerate(ranked):
@@ -36,13 +27,31 @@ def rank_by_scores(candidates: Sequence[str], scores: Sequence[float]) -> list[s
     return [candidates[i] for i in order]
 
 
+def metrics_from_ranks(ranks, ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """Mean Recall/NDCG/MRR/Hit @k over users, vectorised.
+
+    Args:
+        ranks: (U,) 0-based rank of each user's target; any value >= every k (e.g. inf) is a miss.
+        ks: cut-offs.
+    """
+    r = np.asarray(ranks, dtype=np.float64)[:, None]  # (U, 1)
+    if r.size == 0:
+        raise ValueError("no users to evaluate")
+    k = np.asarray(ks, dtype=np.float64)[None, :]  # (1, K)
+    hit = r < k  # (U, K)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ndcg = np.where(hit, 1.0 / np.log2(r + 2.0), 0.0)
+        mrr = np.where(hit, 1.0 / (r + 1.0), 0.0)
+    out: dict[str, float] = {}
+    for j, kk in enumerate(ks):
+        h = float(hit[:, j].mean())
+        out[f"recall@{kk}"] = h  # one relevant item: recall@k == hit@k
+        out[f"ndcg@{kk}"] = float(ndcg[:, j].mean())
+        out[f"mrr@{kk}"] = float(mrr[:, j].mean())
+        out[f"hit@{kk}"] = h
+    return out
+
+
 def compute_metrics(ranks: Iterable[Optional[int]], ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
     """Mean of each metric@K over users; ``None`` ranks count as misses."""
-    ranks = list(ranks)
-    if not ranks:
-        raise ValueError("no users to evaluate")
-    out: dict[str, float] = {}
-    for k in ks:
-        for name, f in METRICS.items():
-            out[f"{name}@{k}"] = sum(f(r) for r in ranks if r is not None and r < k) / len(ranks)
-    return out
+    return metrics_from_ranks([math.inf if r is None else r for r in ranks], ks)
