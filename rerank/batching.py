@@ -49,7 +49,7 @@ def score_prompts(
     while pos < len(order):
         idx = order[pos : pos + bs]
         try:
-            logits = backend.last_logits([prompts[i].text for i in idx])  # (b, V)
+            logits = backend.last_logits([prompts[i] for i in idx])  # (b, V)
         except BaseException as err:  # noqa: BLE001 - re-raised unless it is an OOM we can back off from
             if not is_oom(err):
                 raise

@@ -95,11 +95,11 @@ class MemoryLimited:
         self.inner, self.limit, self.sizes = inner, limit, []
         self.tokenizer = inner.tokenizer
 
-    def last_logits(self, texts):
-        self.sizes.append(len(texts))
-        if len(texts) > self.limit:
+    def last_logits(self, prompts):
+        self.sizes.append(len(prompts))
+        if len(prompts) > self.limit:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return self.inner.last_logits(texts)
+        return self.inner.last_logits(prompts)
 
 
 def test_oom_halves_the_batch_and_loses_no_user(backend, prompts, label_ids):
@@ -113,7 +113,7 @@ def test_oom_halves_the_batch_and_loses_no_user(backend, prompts, label_ids):
 
 def test_non_oom_errors_propagate(backend, prompts, label_ids):
     class Broken(MemoryLimited):
-        def last_logits(self, texts):
+        def last_logits(self, prompts):
             raise RuntimeError("shape mismatch")
 
     with pytest.raises(RuntimeError, match="shape mismatch"):

@@ -21,8 +21,9 @@ class Backend(ABC):
     def load(self) -> "Backend": ...
 
     @abstractmethod
-    def last_logits(self, texts: Sequence[str]) -> torch.Tensor:
-        """(B, V) next-token logits after each text (left-padded batch, one forward, no generation)."""
+    def last_logits(self, prompts: Sequence) -> torch.Tensor:
+        """(B, V) next-token logits after each prompt (``rerank.prompts.Prompt``: text, and images for VL
+        backends), as one left-padded batch: one forward, no generation."""
 
     def describe(self) -> dict:
         return {"backend": self.name}

@@ -123,8 +123,9 @@ class TransformersTextBackend(Backend):
         return self
 
     @torch.inference_mode()
-    def last_logits(self, texts: Sequence[str]) -> torch.Tensor:
-        enc = self.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
+    def last_logits(self, prompts: Sequence) -> torch.Tensor:
+        texts = [p.text for p in prompts]
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         ids = enc["input_ids"].to(self.device, non_blocking=True)  # (B, T)
         mask = enc["attention_mask"].to(self.device, non_blocking=True)  # (B, T)
         out = self.model(
