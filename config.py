@@ -19,8 +19,9 @@ DEFAULT_RUNS_ROOT = REPO_ROOT / "runs"
 DEFAULT_CACHE_ROOT = REPO_ROOT / ".cache"
 
 KNOWN_DATASETS = ("ml-100k", "beauty", "games", "custom", "sample")
-TEXT_MODES = ("text", "semantic_summary_small")
-RERANK_MODES = TEXT_MODES  # VL modes (raw_image, caption, semantic_summary) arrive with the multimodal work
+TEXT_MODES = ("text", "semantic_summary_small")  # scored by the text LLM (--model)
+VL_MODES = ("raw_image", "caption", "semantic_summary")  # scored by Qwen3-VL (--vl_model)
+RERANK_MODES = TEXT_MODES + VL_MODES + ("all",)  # all = every mode the prepared dataset supports
 RETRIEVERS = ("sasrec", "popularity")
 
 
@@ -36,6 +37,20 @@ class DataConfig:
         min_rating: keep interactions with rating >= this (0 keeps all; ignored when no ratings).
         min_uc / min_sc: iterative k-core on users / items until stable.
         output_dir: prepared folder; default data/prepared/<dataset>-<config hash>.
+        image_map: CSV/TSV/Parquet file mapping item ids to images (a path relative to image_dir, or an
+            http(s) URL); its rows take precedence over the dataset's own ``image`` column.
+        image_dir: folder relative image paths are read from (default: the map file's folder).
+        image_map_columns: "ITEM_COL,IMAGE_COL" of the map file.
+        image_template: format string turning the map's image value into a path/URL: ``{}`` is the value,
+            ``{column}`` any column of the row (e.g. "MovieImages/{}.jpg").
+        image_max_side: long side in pixels after resizing (aspect ratio kept, never upscaled).
+        image_format: auto (JPEG for JPEG/WebP sources, PNG otherwise) | jpeg | png.
+        image_max_pixels: images with more pixels are rejected as too_large before decoding
+            (default: Pillow's MAX_IMAGE_PIXELS).
+        image_cache_dir: content-keyed cache of downloads and processed images (default data/image_cache).
+        image_workers: threads for hashing/decoding (downloads use twice as many).
+        image_download: fetch http(s) images (--no-image_download counts them as download_disabled).
+        image_download_timeout / image_download_retries: per attempt; retries back off 0.5 s, 1 s, 2 s, ...
     """
 
     dataset: str = "sample"
@@ -49,17 +64,40 @@ class DataConfig:
     sample_users: int = 300
     sample_items: int = 200
     seed: int = 42
+    image_map: Optional[str] = None
+    image_dir: Optional[str] = None
+    image_map_columns: str = "item_id,image"
+    image_template: Optional[str] = None
+    image_max_side: int = 448
+    image_format: str = "auto"
+    image_max_pixels: int = 89_478_485  # PIL.Image.MAX_IMAGE_PIXELS (not imported: config does no work)
+    image_cache_dir: Optional[str] = None
+    image_workers: int = 2
+    image_download: bool = True
+    image_download_timeout: float = 10.0
+    image_download_retries: int = 3
 
     def __post_init__(self) -> None:
         if self.min_uc < 0 or self.min_sc < 0:
             raise ValueError(f"min_uc/min_sc must be >= 0, got {self.min_uc}/{self.min_sc}")
         if self.dataset == "custom" and (not self.interactions or not self.items):
             raise ValueError("--dataset custom needs --interactions FILE and --items FILE")
+        if self.image_max_side < 1 or self.image_max_pixels < 1 or self.image_workers < 1:
+            raise ValueError(f"image_max_side/image_max_pixels/image_workers must be >= 1, got "
+                             f"{self.image_max_side}/{self.image_max_pixels}/{self.image_workers}")
+        if self.image_format not in ("auto", "jpeg", "png"):
+            raise ValueError(f"image_format must be auto, jpeg or png, got {self.image_format!r}")
+        if self.image_download_timeout <= 0 or self.image_download_retries < 1:
+            raise ValueError(f"image_download_timeout must be > 0 and image_download_retries >= 1, got "
+                             f"{self.image_download_timeout}/{self.image_download_retries}")
+        if self.image_template is not None and not self.image_map:
+            raise ValueError("--image_template applies to --image_map rows; give --image_map FILE too")
 
     def content_keys(self) -> dict:
-        """The settings that change the prepared content (output_dir does not)."""
+        """The settings that change the prepared content (output_dir, cache folder, threads do not)."""
         d = dataclasses.asdict(self)
         d.pop("output_dir")
+        d.pop("image_cache_dir"), d.pop("image_workers")
         if self.dataset != "sample":
             d.pop("sample_users"), d.pop("sample_items")
         return d
@@ -112,8 +150,12 @@ class RerankConfig:
         data: prepared-dataset folder (or use --dataset to find the default one).
         candidates: external candidates file (Parquet/CSV: user_id, ordered item ids); default: the
             prepared folder's candidates of --retriever.
-        model: hub id, local folder, or alias (smollm2-135m).
+        mode: text | semantic_summary_small (text model) | raw_image | caption | semantic_summary (Qwen3-VL)
+            | all (every mode the prepared dataset supports, one comparison table).
+        model: text model: hub id, local folder, or alias (smollm2-135m).
+        vl_model: Qwen3-VL model for the VL modes: hub id or local folder.
         max_history: last N history items in the prompt.
+        max_images: images per raw_image prompt at most (history images dropped oldest-first first).
         max_prompt_tokens: token budget; met by shortening item texts, then dropping the oldest history.
         permutations: N seeded candidate orders, scores averaged per item (position-bias control).
     """
@@ -125,10 +167,12 @@ class RerankConfig:
     split: str = "test"
     mode: str = "text"
     model: str = "Qwen/Qwen3-0.6B"
+    vl_model: str = "unsloth/Qwen3-VL-2B-Instruct"
     device: str = "auto"
     dtype: str = "auto"
     use_quantization: bool = False
     max_history: int = 10
+    max_images: Optional[int] = None
     max_title_chars: int = 80
     max_text_chars: int = 200
     max_prompt_tokens: int = 2048
@@ -152,6 +196,8 @@ class RerankConfig:
             raise ValueError(f"max_users must be >= 1, got {self.max_users}")
         if self.max_history < 0:
             raise ValueError(f"max_history must be >= 0, got {self.max_history}")
+        if self.max_images is not None and self.max_images < 0:
+            raise ValueError(f"max_images must be >= 0, got {self.max_images}")
 
 
 def config_hash(d: dict, n: int = 10) -> str:

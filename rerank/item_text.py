@@ -1,12 +1,15 @@
-"""What each rerank mode shows of an item: (title, detail) pairs.
+"""What each rerank mode shows of an item: (title, detail) pairs, and image files for ``raw_image``.
 
 - ``text``: title + the dataset's own text (description / genres / categories).
-- ``semantic_summary_small``: title + the item's semantic summary from ``<prepared>/summaries.parquet``.
+- ``semantic_summary_small`` (text model) and ``semantic_summary`` (Qwen3-VL): title + the item's semantic
+  summary from ``<prepared>/summaries.parquet``.
+- ``caption`` (Qwen3-VL): title + the item's short caption (same table, column ``caption``).
+- ``raw_image`` (Qwen3-VL): title, with the item's prepared image (``items.image_path``) as an image input.
 
 The summaries table (written by the data-prep summariser) has columns ``item_id``, ``summary`` and optionally
 ``caption``; its Parquet metadata key ``dataset_hash`` must equal the prepared dataset's content hash, so a
 table from another dataset (or an older preparation) is refused rather than silently misapplied. Items without
-a summary fall back to title-only and are counted.
+a summary / caption / image fall back to title-only and are counted.
 """
 from __future__ import annotations
 
@@ -71,9 +74,38 @@ def item_texts(prepared: PreparedDataset, mode: str) -> dict[str, tuple[str, str
     titles = items["title"].fillna("").astype(str)
     if mode == "text":
         details = items["text"].fillna("").astype(str) if "text" in items else pd.Series("", index=items.index)
-    elif mode == "semantic_summary_small":
-        s = read_summaries(prepared).set_index("item_id")["summary"].fillna("").astype(str)
+    elif mode in ("semantic_summary_small", "semantic_summary", "caption"):
+        column = "caption" if mode == "caption" else "summary"
+        table = read_summaries(prepared)
+        if column not in table:
+            raise ValueError(f"mode {mode!r} needs a {column!r} column in {prepared.root / SUMMARIES_FILE}")
+        s = table.set_index("item_id")[column].fillna("").astype(str)
         details = s.reindex(items.index).fillna("")
+    elif mode == "raw_image":
+        details = pd.Series("", index=items.index)  # the image is the detail
     else:
-        raise ValueError(f"mode {mode!r} has no text view here")
+        raise ValueError(f"mode {mode!r} has no item view")
     return {i: (t, d) for i, t, d in zip(items.index, titles, details)}
+
+
+def item_images(prepared: PreparedDataset) -> dict[str, str]:
+    """{item_id: absolute image file} for items with a prepared image (``items.image_path``)."""
+    items = prepared.items
+    if "image_path" not in items:
+        return {}
+    paths = items["image_path"].dropna()
+    return {i: str(prepared.root / p) for i, p in zip(paths.index, paths) if isinstance(p, str) and p}
+
+
+def supported_modes(prepared: PreparedDataset) -> list[str]:
+    """The modes this prepared dataset has the data for (what ``--mode all`` runs)."""
+    modes = ["text"]
+    if (prepared.root / SUMMARIES_FILE).is_file():
+        table = read_summaries(prepared)
+        if "summary" in table and table["summary"].fillna("").astype(bool).any():
+            modes += ["semantic_summary_small", "semantic_summary"]
+        if "caption" in table and table["caption"].fillna("").astype(bool).any():
+            modes.append("caption")
+    if item_images(prepared):
+        modes.append("raw_image")
+    return modes

@@ -16,18 +16,18 @@ import logging
 import random
 import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import pandas as pd
 
-from config import DEFAULT_PREPARED_ROOT, DEFAULT_RUNS_ROOT, RerankConfig, config_hash
+from config import DEFAULT_PREPARED_ROOT, DEFAULT_RUNS_ROOT, VL_MODES, RerankConfig, config_hash
 from dataset.format import PreparedDataset
 from evaluation.report import evaluate_predictions, markdown_table
 from rerank.batching import score_prompts
-from rerank.item_text import item_texts
+from rerank.item_text import item_images, item_texts, supported_modes
 from rerank.models.base import Backend, get_backend
 from rerank.prompts import DOMAIN_NOUNS, LABELS, ItemView, Prompt, PromptBuilder, item_views
 from rerank.verbalizer import resolve_label_ids
@@ -89,18 +89,78 @@ def permuted(cands: list[str], p: int, seed: int, user_id: str) -> list[str]:
 
 
 def load_backend(cfg: RerankConfig) -> Backend:
+    """The text LLM for text modes, Qwen3-VL for the VL modes."""
+    if cfg.mode in VL_MODES:
+        return get_backend("qwen3vl")(
+            model_name=cfg.vl_model, device_name=cfg.device, dtype_name=cfg.dtype,
+            use_quantization=cfg.use_quantization,
+        ).load()
     return get_backend("transformers")(
         model_name=cfg.model, device_name=cfg.device, dtype_name=cfg.dtype, use_quantization=cfg.use_quantization
     ).load()
 
 
 def run(cfg: RerankConfig, backend: Optional[Backend] = None) -> dict:
+    """One mode, or with ``mode='all'`` every supported mode plus a comparison table."""
+    if cfg.mode == "all":
+        return run_all(cfg)
+    return run_mode(cfg, backend)
+
+
+def run_all(cfg: RerankConfig) -> dict:
+    prepared = find_prepared(cfg)
+    modes = supported_modes(prepared)
+    log.info("mode all: %s", ", ".join(modes))
+    root = Path(cfg.output_dir) if cfg.output_dir else default_run_dir(cfg, prepared)
+    backends: dict[str, Backend] = {}  # one load per model, shared by its modes
+    results = {}
+    for mode in modes:
+        sub = replace(cfg, mode=mode, data=str(prepared.root), output_dir=str(root / mode),
+                      dump_prompts=f"{cfg.dump_prompts}.{mode}.jsonl" if cfg.dump_prompts else None)
+        key = "vl" if mode in VL_MODES else "text"
+        if key not in backends:
+            backends[key] = load_backend(sub)
+        results[mode] = run_mode(sub, backends[key])
+    table = comparison_table(results)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "comparison.md").write_text(table)
+    summary = {"modes": {m: {k: r[k] for k in ("reranker", "retriever", "n_users", "n_subset", "counts", "model")}
+                         for m, r in results.items()},
+               "config": asdict(cfg), "output_dir": str(root), "comparison": table}
+    (root / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def comparison_table(results: dict, columns=("ndcg@5", "ndcg@10", "recall@5", "recall@10", "mrr@10")) -> str:
+    head = "| mode | model | users | title-only items | " + " | ".join(f"{c} (overall)" for c in columns) + \
+        " | ndcg@10 (subset) |"
+    lines = [head, "|" + "---|" * (len(columns) + 5)]
+    first = next(iter(results.values()))
+    r = first["retriever"]
+    lines.append(f"| retriever order | — | {first['n_users']} | — | "
+                 + " | ".join(f"{r['overall'][c]:.4f}" for c in columns)
+                 + (f" | {r['subset']['ndcg@10']:.4f} |" if r["subset"] else " | — |"))
+    for mode, m in results.items():
+        o, sub = m["reranker"]["overall"], m["reranker"]["subset"]
+        lines.append(f"| {mode} | {m['model']['model']} | {m['n_users']} | "
+                     f"{m['counts']['title_only_fallback_items']} | " + " | ".join(f"{o[c]:.4f}" for c in columns)
+                     + (f" | {sub['ndcg@10']:.4f} |" if sub else " | — |"))
+    return "\n".join(lines) + "\n"
+
+
+def run_mode(cfg: RerankConfig, backend: Optional[Backend] = None) -> dict:
     t0 = time.time()
     prepared = find_prepared(cfg)
     cands = load_candidates(prepared, cfg).set_index("user_id")
     examples = {ex.user_id: ex for ex in prepared.examples(cfg.split)}
     users = select_users(list(examples), cfg.max_users, cfg.seed)
     texts = item_texts(prepared, cfg.mode)
+    images = item_images(prepared) if cfg.mode == "raw_image" else None
+    if images is not None and not images:
+        raise ValueError(
+            f"--mode raw_image: {prepared.root} has no item images (items.image_path is empty); prepare it "
+            f"with --image_map/--image_dir, or use a text mode"
+        )
 
     too_many = [(u, len(cands.at[u, "candidates"])) for u in users
                 if u in cands.index and len(cands.at[u, "candidates"]) > len(LABELS)]
@@ -112,8 +172,11 @@ def run(cfg: RerankConfig, backend: Optional[Backend] = None) -> dict:
 
     backend = backend or load_backend(cfg)
     noun = DOMAIN_NOUNS.get(prepared.name, "items")
+    vl = cfg.mode in VL_MODES
     builder = PromptBuilder(backend.tokenizer, cfg.max_history, cfg.max_prompt_tokens,
-                            cfg.max_title_chars, cfg.max_text_chars, noun)
+                            cfg.max_title_chars, cfg.max_text_chars, noun,
+                            templater=backend.processor if vl else None,
+                            image_tokens=backend.image_tokens if vl else None, max_images=cfg.max_images)
     dummy = [ItemView(str(i), "x") for i in range(len(LABELS))]
     label_ids = resolve_label_ids(backend.tokenizer, LABELS, builder.render([], dummy, 10, 0))
 
@@ -131,11 +194,11 @@ def run(cfg: RerankConfig, backend: Optional[Backend] = None) -> dict:
             continue
         c = list(cands.at[u, "candidates"])
         history = examples[u].history[-cfg.max_history :] if cfg.max_history else []
-        hist_views = item_views(texts, history, note_missing)
+        hist_views = item_views(texts, history, note_missing, images)
         for p in range(cfg.permutations):
             order = permuted(c, p, cfg.seed, u)
             # count title-only fallbacks once per user, not once per permutation
-            views = item_views(texts, order, note_missing if p == 0 else None)
+            views = item_views(texts, order, note_missing if p == 0 else None, images)
             prompts.append(builder.build(u, hist_views, views))
             owners.append((u, p))
     log.info("%d prompts for %d users (%d permutations each); %d users without candidates count as misses",
@@ -210,5 +273,6 @@ def write_run(cfg, prepared, pred, metrics, prompts, owners) -> Path:
         with open(cfg.dump_prompts, "w") as f:
             for (u, p), pr in zip(owners, prompts):
                 f.write(json.dumps({"user_id": u, "permutation": p, "prompt": pr.text, "labels": pr.labels,
-                                    "candidates": pr.candidates, "n_tokens": pr.n_tokens}) + "\n")
+                                    "candidates": pr.candidates, "images": pr.images,
+                                    "n_tokens": pr.n_tokens}) + "\n")
     return out

@@ -262,13 +262,21 @@ class PromptBuilder:
 
 
 def item_views(
-    items: Mapping[str, tuple[str, str]], ids: Sequence[str], on_missing_detail: Optional[Callable] = None
+    items: Mapping[str, tuple[str, str]],
+    ids: Sequence[str],
+    on_missing_detail: Optional[Callable] = None,
+    images: Optional[Mapping[str, str]] = None,
 ) -> list[ItemView]:
-    """ItemViews for ids from a {item_id: (title, detail)} map; detail '' means title-only."""
+    """ItemViews for ids from a {item_id: (title, detail)} map; detail '' means title-only.
+
+    With ``images`` (raw_image mode) an item's image is its detail: a missing image is the fallback counted.
+    """
     out = []
     for i in ids:
         title, detail = items[i]
-        if not detail and on_missing_detail is not None:
+        image = images.get(i) if images is not None else None
+        missing = (image is None) if images is not None else not detail
+        if missing and on_missing_detail is not None:
             on_missing_detail(i)
-        out.append(ItemView(i, title, detail or ""))
+        out.append(ItemView(i, title, detail or "", image))
     return out
