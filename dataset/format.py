@@ -2,7 +2,10 @@
 
 Layout (all ids are the dataset's own ids, stored as strings)::
 
-    <prepared>/items.parquet       item_id, title, text (may be ""), image (path/URL or null), + optional columns
+    <prepared>/items.parquet       item_id, title, text (may be ""), image (source as given: path/URL, or null),
+                                   image_path (relative to <prepared>: verified RGB image, or null),
+                                   + optional columns
+    <prepared>/images/             the attached images (dataset.images), one per item with an image
     <prepared>/sequences.parquet   user_id, items (list<string>, chronological, after filtering)
     <prepared>/manifest.json       config, config_hash, stats {users, items, interactions}, skipped {...},
                                    versions, hashes {file: sha256}, created
@@ -104,6 +107,13 @@ class PreparedDataset:
     def examples(self, split: str) -> Iterator[SplitExample]:
         for uid, seq in zip(self.sequences["user_id"], self.sequences["items"]):
             yield split_example(uid, seq, split)
+
+    def image_file(self, item_id: str) -> Optional[Path]:
+        """Absolute path of ``item_id``'s prepared image, or None when it has none (KeyError: unknown item)."""
+        rel = self.items.at[item_id, "image_path"] if "image_path" in self.items.columns else None
+        if rel is None or rel != rel:  # None or NaN
+            return None
+        return (self.root / rel).resolve()
 
     def candidates_path(self, retriever: str, split: str) -> Path:
         return self.root / CANDIDATES_DIR / retriever / f"candidates_{split}.parquet"

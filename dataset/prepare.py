@@ -7,6 +7,10 @@ sha256, nothing is written ("up to date"). Otherwise the folder is rebuilt.
 Writes are atomic at folder level: everything is built in a temporary folder beside the target and then
 swapped in with renames, so a crash leaves either the old folder or the new one, never a half-written one.
 A rebuild replaces the whole folder, including ``candidates/`` made for the old content (they would be stale).
+
+Item images (``dataset.images``) are attached after filtering, so only kept items are fetched and decoded; the
+image settings are part of the config hash and the ``--image_map`` file's sha256 is checked on every run, so
+an edited map rebuilds while an unchanged one stays a no-op.
 """
 from __future__ import annotations
 
@@ -29,12 +33,13 @@ import pyarrow.parquet as pq
 from config import DataConfig, config_hash
 from dataset.filters import apply_filters, build_sequences
 from dataset.format import ITEMS_FILE, MANIFEST_FILE, SEQUENCES_FILE, sha256_file
+from dataset.images import attach_images
 from dataset.sources import load_raw
 
 logger = logging.getLogger(__name__)
 
 # Bump when the files written for an unchanged config change (new column, different text): forces a rebuild.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: items.parquet gained image_path (+ images/, manifest "images")
 
 
 def _versions() -> dict:
@@ -78,6 +83,12 @@ def is_up_to_date(out_dir: Path, cfg: DataConfig) -> bool:
         if st.st_size != stamp["size"] or st.st_mtime_ns != stamp["mtime_ns"]:
             logger.info("raw input %s changed; rebuilding", p)
             return False
+    if cfg.image_map:
+        map_path = Path(cfg.image_map)
+        recorded = manifest.get("images", {}).get("image_map_sha256")
+        if not map_path.is_file() or sha256_file(map_path) != recorded:
+            logger.info("image map %s changed; rebuilding", map_path)
+            return False
     hashes = manifest.get("hashes", {})
     if ITEMS_FILE not in hashes or SEQUENCES_FILE not in hashes:
         return False
@@ -96,8 +107,8 @@ def _write_parquet(df: pd.DataFrame, path: Path, schema: pa.Schema) -> None:
 
 def _items_schema(items: pd.DataFrame) -> pa.Schema:
     fields = [pa.field("item_id", pa.string()), pa.field("title", pa.string()), pa.field("text", pa.string()),
-              pa.field("image", pa.string())]
-    for col in items.columns[4:]:
+              pa.field("image", pa.string()), pa.field("image_path", pa.string())]
+    for col in items.columns[5:]:
         typ = pa.float64() if pd.api.types.is_float_dtype(items[col]) else (
             pa.int64() if pd.api.types.is_integer_dtype(items[col]) else pa.string())
         fields.append(pa.field(col, typ))
@@ -124,11 +135,12 @@ def _build(cfg: DataConfig, build_dir: Path) -> dict:
     res = apply_filters(raw.interactions, raw.items, cfg.min_rating, cfg.min_uc, cfg.min_sc)
     seqs = build_sequences(res.interactions)
     items = _normalise_extra_columns(res.items)
+    if raw.write_assets is not None:
+        raw.write_assets(items, build_dir)  # before attach_images: loader-written files are image sources
+    items, images = attach_images(items, cfg, build_dir, known_item_ids=raw.items["item_id"])
     _write_parquet(items, build_dir / ITEMS_FILE, _items_schema(items))
     _write_parquet(seqs, build_dir / SEQUENCES_FILE,
                    pa.schema([pa.field("user_id", pa.string()), pa.field("items", pa.list_(pa.string()))]))
-    if raw.write_assets is not None:
-        raw.write_assets(items, build_dir)
     skipped = {**{k: v for k, v in raw.skipped.items()}, **res.skipped}
     stats = {"users": int(len(seqs)), "items": int(len(items)), "interactions": int(len(res.interactions))}
     return {
@@ -138,6 +150,7 @@ def _build(cfg: DataConfig, build_dir: Path) -> dict:
         "stats": stats,
         "raw": raw_counts,
         "skipped": skipped,
+        "images": images,
         "notes": raw.notes + res.notes,
         "inputs": _input_stamps(raw.inputs),
         "versions": _versions(),
