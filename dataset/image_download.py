@@ -8,6 +8,10 @@ missing. Failed URLs are not remembered: the next run tries them again.
 Retried: timeouts, connection errors, HTTP 429 and 5xx. Not retried: other HTTP errors (404 stays 404) and a
 host name that does not resolve (the usual sign of an offline machine; retrying would only add waiting).
 The bytes are checked by the caller (``dataset.image_processing``), not here.
+
+Giving up: when the first ``give_up_after`` URLs all fail and none succeeded (an offline machine, a blocked
+host), the remaining URLs are not tried and fail with a note saying so; otherwise 12k Amazon URLs times
+retries and backoff would keep a run waiting for an hour to learn nothing.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import http.client
 import logging
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -42,15 +47,17 @@ class DownloadSettings:
         retries: attempts per URL (>= 1).
         backoff: seconds before the second attempt; doubled before each further one.
         workers: parallel downloads (threads: the work is waiting on the network).
+        give_up_after: stop trying when this many URLs failed before any succeeded (0 = never give up).
     """
 
     timeout: float = 10.0
     retries: int = 3
     backoff: float = 0.5
     workers: int = 8
+    give_up_after: int = 20
 
     def __post_init__(self) -> None:
-        if self.timeout <= 0 or self.retries < 1 or self.backoff < 0 or self.workers < 1:
+        if self.timeout <= 0 or self.retries < 1 or self.backoff < 0 or self.workers < 1 or self.give_up_after < 0:
             raise ValueError(f"invalid download settings: {self}")
 
 
@@ -126,6 +133,35 @@ def download_one(url: str, downloads_dir: Path, settings: DownloadSettings) -> D
     return res
 
 
+class _Breaker:
+    """Counts fetch outcomes across threads; open (stop trying) after N failures without a success."""
+
+    def __init__(self, give_up_after: int):
+        self.limit, self.failures, self.successes = give_up_after, 0, 0
+        self.lock = threading.Lock()
+
+    def is_open(self) -> bool:
+        with self.lock:
+            return self.limit > 0 and self.successes == 0 and self.failures >= self.limit
+
+    def record(self, res: DownloadResult) -> None:
+        if res.path is not None and not res.fetched:
+            return  # a reused file says nothing about the network
+        with self.lock:
+            if res.error:
+                self.failures += 1
+            else:
+                self.successes += 1
+
+
+def _guarded(url: str, downloads_dir: Path, settings: DownloadSettings, breaker: _Breaker) -> DownloadResult:
+    if breaker.is_open() and not url_cache_path(downloads_dir, url).is_file():
+        return DownloadResult(url, error=f"not tried: the first {breaker.limit} downloads all failed (offline?)")
+    res = download_one(url, downloads_dir, settings)
+    breaker.record(res)
+    return res
+
+
 def download_all(urls: list[str], downloads_dir: Path, settings: DownloadSettings) -> dict[str, DownloadResult]:
     """Fetch every distinct URL in ``urls`` with a thread pool; returns one result per URL."""
     distinct = list(dict.fromkeys(urls))
@@ -133,12 +169,17 @@ def download_all(urls: list[str], downloads_dir: Path, settings: DownloadSetting
         return {}
     downloads_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, DownloadResult] = {}
+    breaker = _Breaker(settings.give_up_after)
     with ThreadPoolExecutor(max_workers=settings.workers) as pool:
-        futures = [pool.submit(download_one, u, downloads_dir, settings) for u in distinct]
+        futures = [pool.submit(_guarded, u, downloads_dir, settings, breaker) for u in distinct]
         for fut in tqdm(futures, desc="download images", unit="img", disable=len(distinct) < 20):
             r = fut.result()
             results[r.url] = r
     failed = [r for r in results.values() if r.error]
+    if breaker.is_open():
+        logger.warning("gave up on image downloads: the first %d URLs all failed; %d URLs were not tried "
+                       "(rerun when online: finished downloads are kept)", breaker.limit,
+                       sum(r.error.startswith("not tried") for r in failed))
     if failed:
         logger.warning("%d of %d image URLs failed to download, e.g. %s", len(failed), len(distinct),
                        "; ".join(f"{r.url} ({r.error})" for r in failed[:5]))

@@ -18,6 +18,7 @@ from PIL import Image
 import dataset.images as images_mod
 from config import DataConfig
 from dataset.format import PreparedDataset
+from dataset.image_download import DownloadSettings, download_all
 from dataset.image_processing import ImageRejected, ImageSettings, normalise_image
 from dataset.prepare import prepare
 
@@ -337,7 +338,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.path == "/flaky.jpg" and self.hits[self.path] == 1:
             self.send_error(503)
             return
-        if self.path == "/missing.jpg":
+        if self.path == "/missing.jpg" or self.path.startswith("/down/"):
             self.send_error(404)
             return
         body = b"\xff\xd8 garbage, not a JPEG" if self.path == "/corrupt.jpg" else self.good
@@ -390,3 +391,13 @@ def test_no_download_counts_urls_as_download_disabled(server, tmp_path):
     cfg = custom_dataset(tmp_path, {"a": f"{base}/good.jpg", "b": None, "c": None}, image_download=False)
     m = PreparedDataset(prepare(cfg)).manifest["images"]
     assert m["download_disabled"] == 1 and m["attached"] == 0 and hits == {}
+
+
+def test_downloads_give_up_when_the_first_urls_all_fail(server, tmp_path, caplog):
+    base, hits = server
+    urls = [f"{base}/down/{k}.jpg" for k in range(60)]
+    with caplog.at_level(logging.WARNING, logger="dataset.image_download"):
+        res = download_all(urls, tmp_path, DownloadSettings(retries=1, workers=2, give_up_after=10))
+    assert all(r.error for r in res.values()) and len(res) == 60
+    assert 10 <= sum(hits.values()) <= 12  # at most one in flight per worker when the limit is reached
+    assert "gave up on image downloads" in caplog.text

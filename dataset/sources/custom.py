@@ -23,8 +23,9 @@ row), in one of two forms:
   ``items`` is a space-separated string, a JSON list, or (Parquet) a list column.
 
 ``--items FILE`` (same file types): ``item_id``, ``title`` (required; items without a title are dropped and
-counted), optional ``text`` (description), optional ``image`` (a path or URL, kept as given), and any other
-columns (e.g. ``category``), which are kept in ``items.parquet``.
+counted), optional ``text`` (description), optional ``image`` (a path or URL, kept as given; relative paths are
+read from ``--image_dir`` or the items file's folder, see ``dataset.images``), and any other columns (e.g.
+``category``), which are kept in ``items.parquet``.
 
 Ids are read as strings. Rows that cannot be parsed (wrong number of fields, empty id, non-numeric rating or
 timestamp) are skipped, counted in the manifest and reported with their line numbers.

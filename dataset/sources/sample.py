@@ -8,7 +8,8 @@ the second half of their sequence (drift). A reranker that reads titles can ther
 ordering, while the task is not trivial.
 
 Everything comes from ``numpy.random.default_rng(seed)`` (and Pillow draws from those numbers), so the same
-seed and sizes give byte-identical tables and images.
+seed and sizes give byte-identical tables and images. The posters are written into the folder being built and
+then go through ``dataset.images`` like any other item image (64x64 RGB PNGs pass through unchanged).
 """
 from __future__ import annotations
 
