@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 DEFAULT_VL_MODEL = "unsloth/Qwen3-VL-2B-Instruct"
 QUANT_KINDS = ("nf4", "int8")
 NO_TORCHVISION_NOTICE = "torchvision not installed: using the slow image processor; video input is unavailable"
-# kept in the compute dtype under bitsandbytes (module-name substrings, matched by transformers)
-UNQUANTISED_MODULES = ["visual", "lm_head"]
+# kept in the compute dtype under bitsandbytes: transformers matches these as prefixes of module names
+UNQUANTISED_MODULES = ["model.visual", "lm_head"]
 
 
 def torchvision_available() -> bool:
