@@ -200,6 +200,60 @@ class RerankConfig:
             raise ValueError(f"max_images must be >= 0, got {self.max_images}")
 
 
+@dataclass
+class SummaryConfig:
+    """Data-prep stage: Qwen3-VL semantic summaries and short captions of the items that have an image.
+
+    The stage runs when ``semantic_summary`` is true. ``parse_prepare_args`` turns it on when ``--semantic_summary``
+    is given, or when any other summary flag is given (``--use_quantization``, ``--summary_model``, ...), or
+    when the config file has a "summary" section; ``--no-semantic_summary`` turns it off in every case.
+
+    Args:
+        semantic_summary: run the stage.
+        summary_model: Qwen3-VL hub id or local folder.
+        semantic_summary_batch_size: images per ``generate`` call (one left-padded batch).
+        max_new_tokens: generation budget of a summary; caption_max_new_tokens: of a caption.
+        summary_captions: also write captions (a second ``generate`` per batch; off halves the time).
+        summary_use_title: put the item title in the prompts next to the image.
+        use_quantization: True = 4-bit NF4 (double quant), False = full precision, None = 4-bit on CUDA and
+            full precision on CPU (bitsandbytes' CPU 4-bit is slower than fp32; summaries do not need full
+            precision, so GPUs default to 4-bit).
+        summary_quant: nf4 | int8, when quantising.
+        summary_device / summary_dtype: auto | cpu | cuda[:N]; auto | float32 | bfloat16 | float16.
+        max_items: summarise at most the first N items with an image (quick runs; a later run adds the rest).
+        summary_threads: torch CPU threads; 0 = torch's default. Use 1 on a busy machine (see RetrievalConfig).
+    """
+
+    semantic_summary: bool = False
+    summary_model: str = "unsloth/Qwen3-VL-2B-Instruct"
+    semantic_summary_batch_size: int = 8
+    max_new_tokens: int = 64
+    caption_max_new_tokens: int = 24
+    summary_captions: bool = True
+    summary_use_title: bool = True
+    use_quantization: Optional[bool] = None
+    summary_quant: str = "nf4"
+    summary_device: str = "auto"
+    summary_dtype: str = "auto"
+    max_items: Optional[int] = None
+    summary_threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.semantic_summary_batch_size < 1:
+            raise ValueError(f"semantic_summary_batch_size must be >= 1, got {self.semantic_summary_batch_size}")
+        if self.max_new_tokens < 1 or self.caption_max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens/caption_max_new_tokens must be >= 1, got "
+                             f"{self.max_new_tokens}/{self.caption_max_new_tokens}")
+        if self.summary_quant not in ("nf4", "int8"):
+            raise ValueError(f"summary_quant must be nf4 or int8, got {self.summary_quant!r}")
+        if self.max_items is not None and self.max_items < 1:
+            raise ValueError(f"max_items must be >= 1, got {self.max_items}")
+        if self.summary_threads < 0:
+            raise ValueError(f"summary_threads must be >= 0, got {self.summary_threads}")
+        if self.use_quantization is not None and not isinstance(self.use_quantization, bool):
+            raise ValueError(f"use_quantization must be true, false or null, got {self.use_quantization!r}")
+
+
 def config_hash(d: dict, n: int = 10) -> str:
     """Stable short hash of a JSON-able dict (key order does not matter)."""
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:n]
@@ -213,6 +267,18 @@ _HELP = {
     "output_dir": "output folder (default: derived from the config)",
     "model": "hub id, local folder, or alias 'smollm2-135m' (offline SmolLM2-135M-Instruct)",
     "use_quantization": "load the model in 4-bit NF4 (bitsandbytes, double quant)",
+    "semantic_summary": "run the Qwen3-VL summary/caption stage on items with an image",
+    "summary_model": "Qwen3-VL for summaries: hub id or local folder",
+    "semantic_summary_batch_size": "images per generate call",
+    "max_new_tokens": "tokens generated per summary at most",
+    "caption_max_new_tokens": "tokens generated per caption at most",
+    "summary_captions": "also write short captions (a second generate per batch)",
+    "summary_use_title": "show the item title next to the image in the summary prompts",
+    "summary_quant": "nf4 or int8, when the summary model is quantised",
+    "summary_device": "device for the summary model: auto, cpu, cuda[:N]",
+    "summary_dtype": "summary model dtype: auto, float32, bfloat16, float16",
+    "max_items": "summarise at most the first N items with an image",
+    "summary_threads": "torch CPU threads for summaries (0 = torch default)",
 }
 
 
@@ -252,18 +318,35 @@ def _build(cls, file_values: dict, cli_values: dict):
     return cls(**merged)
 
 
-def parse_prepare_args(argv: Optional[Sequence[str]] = None) -> tuple[DataConfig, RetrievalConfig]:
-    p = argparse.ArgumentParser(description="Prepare a dataset and its stage-1 candidates.")
-    p.add_argument("--config", help="JSON/YAML file with 'data' and 'retrieval' sections")
+def parse_prepare_args(
+    argv: Optional[Sequence[str]] = None,
+) -> tuple[DataConfig, RetrievalConfig, SummaryConfig]:
+    p = argparse.ArgumentParser(description="Prepare a dataset, its stage-1 candidates and item summaries.")
+    p.add_argument("--config", help="JSON/YAML file with 'data', 'retrieval' and 'summary' sections")
     _add_dataclass_args(p, DataConfig)
     _add_dataclass_args(p, RetrievalConfig, skip=("seed", "device"))
     p.add_argument("--retrieval_device", dest="device", default=argparse.SUPPRESS, help="device for SASRec")
+    _add_dataclass_args(p, SummaryConfig, skip=("use_quantization",))
+    # tri-state (None = 4-bit on CUDA only), so not the generic bool flag
+    p.add_argument("--use_quantization", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                   help="summaries: 4-bit NF4 via bitsandbytes (--no-use_quantization / --no_quantization: "
+                        "full precision; default: 4-bit on CUDA, full precision on CPU); implies the stage")
+    p.add_argument("--no_quantization", dest="use_quantization", action="store_false",
+                   default=argparse.SUPPRESS, help="summaries in full precision (same as --no-use_quantization)")
     ns = vars(p.parse_args(argv))
     file_cfg = _load_config_file(ns.pop("config", None))
     data = _build(DataConfig, file_cfg.get("data", {}), ns)
     retr_cli = {k: v for k, v in ns.items() if k in {f.name for f in fields(RetrievalConfig)}}
     retr = _build(RetrievalConfig, file_cfg.get("retrieval", {}), retr_cli)
-    return data, retr
+    summary_names = {f.name for f in fields(SummaryConfig)}
+    summary_cli = {k: v for k, v in ns.items() if k in summary_names}
+    summary_file = dict(file_cfg.get("summary", {}) or {})
+    # any summary option (or a "summary" section) means the user wants the stage, unless they said otherwise
+    if "semantic_summary" not in summary_cli and "semantic_summary" not in summary_file and (
+            summary_cli or "summary" in file_cfg):
+        summary_cli["semantic_summary"] = True
+    summ = _build(SummaryConfig, summary_file, summary_cli)
+    return data, retr, summ
 
 
 def parse_rerank_args(argv: Optional[Sequence[str]] = None) -> RerankConfig:
