@@ -129,10 +129,11 @@ def apply_template(templater, messages: list[dict]) -> str:
     ``templater`` is a tokenizer, or a VL processor (whose template turns image parts into placeholders).
     """
     if getattr(templater, "chat_template", None):
-        # enable_thinking is read by Qwen3's template and ignored by templates that do not use it
-        return templater.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
-        )
+        from transformers import ProcessorMixin
+
+        # enable_thinking is read by Qwen3's template; processors would pass it on to their __call__
+        extra = {} if isinstance(templater, ProcessorMixin) else {"enable_thinking": False}
+        return templater.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **extra)
     if message_images(messages):
         raise ValueError("image prompts need a model with a chat template (a VL processor)")
     # Base models without a template: a plain layout ending in an answer cue.
