@@ -282,13 +282,35 @@ _HELP = {
 }
 
 
+def _doc_help(cls) -> dict[str, str]:
+    """Field help from the class's ``Args:`` docstring (``name: text`` or ``a / b: text``, indented
+    continuation lines), so each option is documented once, next to its field."""
+    import re
+
+    doc = (cls.__doc__ or "").split("Args:", 1)
+    if len(doc) < 2:
+        return {}
+    out: dict[str, str] = {}
+    names: list[str] = []
+    for line in doc[1].splitlines():
+        m = re.match(r"^\s{8}([a-z_][\w/ ]*?):\s+(.*)$", line)
+        if m:
+            names = [n.strip() for n in m.group(1).split("/")]
+            for n in names:
+                out[n] = m.group(2).strip()
+        elif names and line.strip():
+            for n in names:
+                out[n] += " " + line.strip()
+    return {k: v.replace("%", "%%") for k, v in out.items()}  # argparse formats help with %
+
+
 def _add_dataclass_args(p: argparse.ArgumentParser, cls, skip: Sequence[str] = ()) -> None:
     """One flag per dataclass field; defaults are SUPPRESSed so we can tell which flags the user gave."""
     for f in fields(cls):
         if f.name in skip:
             continue
         flag = f"--{f.name}"
-        helptext = _HELP.get(f.name, f.name.replace("_", " "))
+        helptext = _HELP.get(f.name) or _doc_help(cls).get(f.name) or f.name.replace("_", " ")
         default = f.default if f.default is not dataclasses.MISSING else None
         if isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
