@@ -70,7 +70,7 @@ def clean_output(text: str) -> str:
     return _THINK.sub("", text).strip()
 
 
-def settings_of(cfg: SummaryConfig, quantization: Optional[str]) -> dict:
+def settings_of(cfg: SummaryConfig, quantization: Optional[str], dtype: str) -> dict:
     """What decides the generated text; parts made with other settings are not reused."""
     return {
         "model": cfg.summary_model,
@@ -79,7 +79,7 @@ def settings_of(cfg: SummaryConfig, quantization: Optional[str]) -> dict:
         "max_new_tokens": cfg.max_new_tokens,
         "caption_max_new_tokens": cfg.caption_max_new_tokens if cfg.summary_captions else None,
         "quantization": quantization,
-        "dtype": cfg.summary_dtype,
+        "dtype": dtype,
         "greedy": True,
     }
 
@@ -224,7 +224,7 @@ def summarise(prepared: PreparedDataset, cfg: SummaryConfig, loaded: Optional[tu
     from tqdm.auto import tqdm
 
     from rerank.item_text import SUMMARIES_FILE, write_summaries
-    from rerank.models.llm import pick_device
+    from rerank.models.llm import pick_device, pick_dtype
     from rerank.models.qwen3vl_loading import load_qwen3vl, quantization_of, resolve_quantization
 
     items = prepared.items
@@ -237,8 +237,10 @@ def summarise(prepared: PreparedDataset, cfg: SummaryConfig, loaded: Optional[tu
 
     if cfg.summary_threads:
         torch.set_num_threads(cfg.summary_threads)
-    planned_quant = resolve_quantization(cfg.use_quantization, pick_device(cfg.summary_device), cfg.summary_quant)
-    settings = settings_of(cfg, planned_quant)
+    device = pick_device(cfg.summary_device)
+    planned_quant = resolve_quantization(cfg.use_quantization, device, cfg.summary_quant)
+    dtype = str(pick_dtype(cfg.summary_dtype, device)).replace("torch.", "")  # resolved: auto differs per machine
+    settings = settings_of(cfg, planned_quant, dtype)
     settings_hash = config_hash(settings, n=16)
     dataset_hash = prepared.content_hash
     parts = prepared.root / PARTS_DIR
@@ -262,7 +264,7 @@ def summarise(prepared: PreparedDataset, cfg: SummaryConfig, loaded: Optional[tu
         failed: dict[str, int] = {}
         generated = empty = batches = 0
         gen_seconds = 0.0
-        bar = tqdm(total=len(todo), unit="item", desc="summaries", dynamic_ncols=True)
+        bar = tqdm(total=len(todo), unit="item", desc="summaries", dynamic_ncols=True, disable=todo.empty)
         for ids, images, titles, n_failed in _batches(todo, prepared.root, cfg.semantic_summary_batch_size, failed):
             bar.update(n_failed)
             if not ids:
@@ -285,8 +287,8 @@ def summarise(prepared: PreparedDataset, cfg: SummaryConfig, loaded: Optional[tu
             bar.update(len(ids))
         bar.close()
         done, _ = read_parts(parts, dataset_hash, settings_hash)
-    table = done[done["item_id"].isin(set(items["item_id"]))].sort_values("item_id", kind="stable")
-    write_summaries(prepared, table.reset_index(drop=True))
+        table = done[done["item_id"].isin(set(items["item_id"]))].sort_values("item_id", kind="stable")
+        write_summaries(prepared, table.reset_index(drop=True))
     elapsed = time.time() - started
     record = {
         "file": SUMMARIES_FILE,
@@ -297,7 +299,7 @@ def summarise(prepared: PreparedDataset, cfg: SummaryConfig, loaded: Optional[tu
         "settings": {"semantic_summary_batch_size": cfg.semantic_summary_batch_size,
                      "max_new_tokens": cfg.max_new_tokens,
                      "caption_max_new_tokens": settings["caption_max_new_tokens"],
-                     "use_title": cfg.summary_use_title, "dtype": cfg.summary_dtype, "max_items": cfg.max_items,
+                     "use_title": cfg.summary_use_title, "dtype": dtype, "max_items": cfg.max_items,
                      "greedy": True},
         "settings_hash": settings_hash,
         "dataset_hash": dataset_hash,
