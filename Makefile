@@ -18,7 +18,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 
 demo: $(STAMP)
 	$(VPY) data_prepare.py --dataset sample
-	$(VPY) run_rerank.py --dataset sample --model smollm2-135m --mode text --max_users 100 --output_dir runs/demo
+	$(VPY) run_rerank.py --dataset sample --model smollm2-135m --mode text --max_users 80 --output_dir runs/demo
 
 test: $(STAMP)
 	$(VPY) -m pytest -q tests
