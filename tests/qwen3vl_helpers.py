@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataset.format import ITEMS_FILE, MANIFEST_FILE, SEQUENCES_FILE, PreparedDataset, sha256_file
-from tests.tiny_models import shared_path
+from tiny_models import shared_path
 
 SYNTHETIC_SIZES = [(200, 64), (448, 300), (100, 100), (300, 448), (256, 180)]  # (width, height)
 

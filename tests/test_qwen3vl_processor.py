@@ -20,7 +20,7 @@ from rerank.models.qwen3vl_loading import (
     resolve_quantization,
     torchvision_available,
 )
-from tests.tiny_models import shared_path, tiny_qwen3vl_dir
+from tiny_models import shared_path, tiny_qwen3vl_dir
 
 REAL_VL = shared_path("models", "qwen3-vl-2b-instruct")
 

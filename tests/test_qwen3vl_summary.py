@@ -21,8 +21,8 @@ from dataset.format import PreparedDataset
 from dataset.qwen3vl_semantic_summary import PARTS_DIR, PART_GLOB, summarise
 from rerank.item_text import SummaryMismatchError, read_summaries
 from rerank.models.qwen3vl_loading import load_qwen3vl
-from tests.qwen3vl_helpers import make_vl_prepared, write_images
-from tests.tiny_models import REPO_ROOT, tiny_qwen3vl_dir
+from qwen3vl_helpers import make_vl_prepared, write_images
+from tiny_models import REPO_ROOT, tiny_qwen3vl_dir
 
 # small budgets keep each generate cheap; the texts still differ per image (see build_tiny_qwen3vl)
 FAST = dict(max_new_tokens=8, caption_max_new_tokens=4, summary_threads=1)
