@@ -52,6 +52,21 @@ class RawData:
     write_assets: Optional[Callable[[pd.DataFrame, Path], None]] = None
 
 
+def file_pair_result(inter: pd.DataFrame, items: pd.DataFrame, inter_path: Path, item_path: Path,
+                     n_bad_inter: int, n_bad_items: int, extra_skipped: Optional[dict] = None,
+                     read_note: str = "") -> "RawData":
+    """RawData for sources read from one interactions file and one items file (Amazon, custom):
+    deduplicated items, malformed-row counts, and the no-timestamp note."""
+    items, n_dup = items_frame(items, str(item_path))
+    notes = [f"read {inter_path}{read_note} and {item_path}"]
+    if "timestamp" not in inter:
+        notes.append(f"{inter_path.name} has no timestamps: each user's file order is the chronological order")
+    skipped = {"malformed_rows": {"interactions": n_bad_inter, "items": n_bad_items}, **(extra_skipped or {})}
+    if n_dup:
+        skipped["duplicate_item_rows"] = {"items": n_dup}
+    return RawData(inter, items, skipped=skipped, notes=notes, inputs=[inter_path, item_path])
+
+
 def read_records(
     lines: Iterable[tuple[int, Any]],
     parse: Callable[[Any], Optional[tuple]],

@@ -7,7 +7,7 @@ MRR@K = 1/(rank+1) — the definitions LlamaRec's table uses.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 

@@ -25,7 +25,6 @@ def shared_path(*parts: str) -> Path:
 
 def build_tiny_qwen3(out: Path, seed: int = 0) -> Path:
     """Qwen3ForCausalLM from the real Qwen3-0.6B config, shrunk to 2 layers / hidden 64, real tokenizer."""
-    import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     src = shared_path("models", "qwen3-0.6b")
@@ -39,11 +38,18 @@ def build_tiny_qwen3(out: Path, seed: int = 0) -> Path:
     cfg.max_window_layers = 2
     if getattr(cfg, "layer_types", None):
         cfg.layer_types = cfg.layer_types[:2]
+    return _instantiate_and_save(AutoModelForCausalLM, cfg, seed, out, src, QWEN3_TOKENIZER_FILES)
+
+
+def _instantiate_and_save(auto_cls, cfg, seed: int, out: Path, src: Path, files) -> Path:
+    """Random weights from a fixed seed, saved with the real tokenizer/processor files beside them."""
+    import torch
+
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    model = auto_cls.from_config(cfg, dtype=torch.float32)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
-    for f in QWEN3_TOKENIZER_FILES:
+    for f in files:
         shutil.copy(src / f, out / f)
     return out
 
@@ -77,7 +83,6 @@ def build_tiny_qwen3vl(out: Path, seed: int = 0) -> Path:
     head_dim / 2 = 8 rotary frequencies; the interleaved H/W slices 1::3 and 2::3 stay below 8).
     Vision: depth 2, hidden 32, 2 heads, deepstack features from blocks [0, 1], projected to the text hidden.
     """
-    import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     src = shared_path("models", "qwen3-vl-2b-instruct")
@@ -102,13 +107,7 @@ def build_tiny_qwen3vl(out: Path, seed: int = 0) -> Path:
     # The real init (std 0.02) makes a 2-layer model print "\n" for every image; std 0.3 makes greedy text
     # depend on the image, so "batched == one-at-a-time" compares different strings per item.
     t.initializer_range = v.initializer_range = cfg.initializer_range = 0.3
-    torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(cfg, dtype=torch.float32)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    for f in QWEN3VL_PROCESSOR_FILES:
-        shutil.copy(src / f, out / f)
-    return out
+    return _instantiate_and_save(AutoModelForImageTextToText, cfg, seed, out, src, QWEN3VL_PROCESSOR_FILES)
 
 
 def tiny_qwen3vl_dir() -> Path:

@@ -29,7 +29,7 @@ from typing import Iterable, Optional
 
 import pandas as pd
 
-from dataset.raw import (MalformedRow, RawData, interactions_frame, items_frame, numbered_lines, parse_float,
+from dataset.raw import (MalformedRow, RawData, file_pair_result, interactions_frame, numbered_lines, parse_float,
                          parse_int, read_records, require_id)
 
 logger = logging.getLogger(__name__)
@@ -242,12 +242,4 @@ def load_amazon(cfg, assets_dir: Path) -> RawData:
         items, n_bad_items = _read_meta(item_path)
     else:
         items, n_bad_items = _read_recbole_items(item_path)
-    items, n_dup = items_frame(items, str(item_path))
-
-    notes = [f"read {inter_path} and {item_path}"]
-    if "timestamp" not in inter:
-        notes.append(f"{inter_path.name} has no timestamps: each user's file order is the chronological order")
-    skipped = {"malformed_rows": {"interactions": n_bad_inter, "items": n_bad_items}}
-    if n_dup:
-        skipped["duplicate_item_rows"] = {"items": n_dup}
-    return RawData(inter, items, skipped=skipped, notes=notes, inputs=[inter_path, item_path])
+    return file_pair_result(inter, items, inter_path, item_path, n_bad_inter, n_bad_items)

@@ -41,7 +41,7 @@ from typing import Iterable, Optional
 
 import pandas as pd
 
-from dataset.raw import (MalformedRow, RawData, interactions_frame, items_frame, parse_float, parse_int,
+from dataset.raw import (MalformedRow, RawData, file_pair_result, interactions_frame, parse_float, parse_int,
                          read_records, require_file, require_id)
 
 logger = logging.getLogger(__name__)
@@ -209,13 +209,6 @@ def load_custom(cfg, assets_dir: Path) -> RawData:
     item_path = require_file(Path(cfg.items), ITEMS_EXPECTED)
     inter, n_bad_inter, n_empty, form = load_interactions(inter_path)
     items, n_bad_items = load_items(item_path)
-    items, n_dup = items_frame(items, str(item_path))
-    notes = [f"read {inter_path} ({form} form) and {item_path}"]
-    if "timestamp" not in inter:
-        notes.append(f"{inter_path.name} has no timestamps: each user's file order is the chronological order")
-    skipped = {"malformed_rows": {"interactions": n_bad_inter, "items": n_bad_items}}
-    if n_empty:
-        skipped["empty_history"] = {"users": n_empty}
-    if n_dup:
-        skipped["duplicate_item_rows"] = {"items": n_dup}
-    return RawData(inter, items, skipped=skipped, notes=notes, inputs=[inter_path, item_path])
+    extra = {"empty_history": {"users": n_empty}} if n_empty else None
+    return file_pair_result(inter, items, inter_path, item_path, n_bad_inter, n_bad_items, extra,
+                            read_note=f" ({form} form)")
