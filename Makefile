@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test clean
+.PHONY: venv venv-unsloth demo test clean
 
 venv: $(STAMP)
 
@@ -15,6 +15,10 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	$(VPY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	$(VPY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# optional extra: the Unsloth backend (tests/test_backends_unsloth.py runs once it is installed)
+venv-unsloth: $(STAMP)
+	$(VPY) -m pip install -q --no-deps -r requirements-unsloth.txt
 
 demo: $(STAMP)
 	$(VPY) data_prepare.py --dataset sample

@@ -158,6 +158,15 @@ class RerankConfig:
         max_images: images per raw_image prompt at most (history images dropped oldest-first first).
         max_prompt_tokens: token budget; met by shortening item texts, then dropping the oldest history.
         permutations: N seeded candidate orders, scores averaged per item (position-bias control).
+        backend: auto | unsloth | transformers. auto = Unsloth 4-bit for text models on CUDA when unsloth
+            imports, else transformers; a backend named explicitly that cannot run here is an error.
+        dtype: auto | float32 | bfloat16 | float16 (auto: bf16 on CUDA, fp32 on CPU).
+        use_quantization: 4-bit NF4 (bitsandbytes, double quant); same as --quantization nf4.
+        quantization: nf4 | int8 | none (bitsandbytes); overrides --use_quantization when given.
+        use_flash_attention: FlashAttention-2 when flash_attn imports (CUDA), else SDPA with one notice.
+        use_torch_compile: torch.compile the text model's decoder (slow first batches, faster after).
+        torch_compile_mode: default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs.
+        llm_batch_size: prompts per forward (halved automatically on out-of-memory).
     """
 
     data: Optional[str] = None
@@ -182,8 +191,20 @@ class RerankConfig:
     max_users: Optional[int] = None
     dump_prompts: Optional[str] = None
     output_dir: Optional[str] = None
+    backend: str = "auto"
+    quantization: Optional[str] = None
+    use_flash_attention: bool = False
+    use_torch_compile: bool = False
+    torch_compile_mode: str = "default"
 
     def __post_init__(self) -> None:
+        if self.backend not in ("auto", "unsloth", "transformers"):
+            raise ValueError(f"unknown backend {self.backend!r}; available: ['auto', 'unsloth', 'transformers']")
+        if self.quantization not in (None, "none", "nf4", "int8"):
+            raise ValueError(f"unknown quantization {self.quantization!r}; available: nf4, int8, none")
+        if self.torch_compile_mode not in ("default", "reduce-overhead", "max-autotune",
+                                           "max-autotune-no-cudagraphs"):
+            raise ValueError(f"unknown torch_compile_mode {self.torch_compile_mode!r}")
         if self.mode not in RERANK_MODES:
             raise ValueError(f"unknown mode {self.mode!r}; available: {list(RERANK_MODES)}")
         if self.split not in ("val", "test"):

@@ -89,15 +89,18 @@ def permuted(cands: list[str], p: int, seed: int, user_id: str) -> list[str]:
 
 
 def load_backend(cfg: RerankConfig) -> Backend:
-    """The text LLM for text modes, Qwen3-VL for the VL modes."""
-    if cfg.mode in VL_MODES:
-        return get_backend("qwen3vl")(
-            model_name=cfg.vl_model, device_name=cfg.device, dtype_name=cfg.dtype,
-            use_quantization=cfg.use_quantization,
-        ).load()
-    return get_backend("transformers")(
-        model_name=cfg.model, device_name=cfg.device, dtype_name=cfg.dtype, use_quantization=cfg.use_quantization
-    ).load()
+    """The text LLM for text modes, Qwen3-VL for the VL modes, on the backend ``--backend`` resolves to."""
+    from rerank.models.llm import pick_device
+    from rerank.models.select import choose_backend
+
+    vision = cfg.mode in VL_MODES
+    chosen = choose_backend(cfg.backend, vision=vision, device=pick_device(cfg.device))
+    common = dict(device_name=cfg.device, dtype_name=cfg.dtype, use_quantization=cfg.use_quantization,
+                  quantization=cfg.quantization, use_flash_attention=cfg.use_flash_attention)
+    if vision:
+        return get_backend("qwen3vl")(model_name=cfg.vl_model, use_unsloth=chosen == "unsloth", **common).load()
+    return get_backend(chosen)(model_name=cfg.model, use_torch_compile=cfg.use_torch_compile,
+                               torch_compile_mode=cfg.torch_compile_mode, **common).load()
 
 
 def run(cfg: RerankConfig, backend: Optional[Backend] = None) -> dict:

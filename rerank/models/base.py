@@ -25,20 +25,34 @@ class Backend(ABC):
         """(B, V) next-token logits after each prompt (``rerank.prompts.Prompt``: text, and images for VL
         backends), as one left-padded batch: one forward, no generation."""
 
+    def prefetch(self, prompts: Sequence) -> None:
+        """Hint: ``prompts`` are the next batch. Backends with costly host-side preparation (image decoding)
+        start it on a worker thread; the default does nothing. Results never depend on it."""
+
     def describe(self) -> dict:
         return {"backend": self.name}
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend was asked for by name but cannot run here (package missing, needs a GPU, ...)."""
 
 
 _REGISTRY: dict[str, Callable[..., Backend]] = {}
 
 
 def register_backend(name: str, factory: Callable[..., Backend]) -> None:
+    """Make ``factory`` available as ``get_backend(name)``; registering a name twice raises ValueError."""
     if name in _REGISTRY:
         raise ValueError(f"backend {name!r} is already registered")
     _REGISTRY[name] = factory
 
 
+def available_backends() -> list[str]:
+    return sorted(_REGISTRY)
+
+
 def get_backend(name: str) -> Callable[..., Backend]:
+    """The factory registered as ``name``; KeyError naming the registered backends otherwise."""
     try:
         return _REGISTRY[name]
     except KeyError:

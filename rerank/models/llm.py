@@ -1,7 +1,11 @@
-"""Text LLM backend on transformers: fp32/bf16/fp16, or 4-bit NF4 (bitsandbytes, double quant).
+"""Text LLM backend on transformers: fp32/bf16/fp16, or bitsandbytes 4-bit NF4 (double quant) / 8-bit int8.
 
 One forward per batch, no generation: the prompts are left-padded so every prompt's last token sits in the
-last column, and only that position goes through the LM head (``logits_to_keep=1``).
+last column. Only that position is projected, and only onto the label rows of the LM head
+(``rerank.models.label_head``; falls back to the model's own head with ``logits_to_keep=1`` where that
+shortcut is not exact). Speed options (FlashAttention-2 / SDPA, torch.compile, pinned copies) live in
+``rerank.models.accel``; the Unsloth backend (``unsloth_backend``) subclasses this one and only loads
+differently.
 """
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ from typing import Optional, Sequence
 
 import torch
 
+from rerank.models.accel import attention_implementation, compile_body, to_device
 from rerank.models.base import Backend, register_backend
+from rerank.models.label_head import dense_label_head, label_logits
 from rerank.models.resolve import resolve_model
 
 log = logging.getLogger(__name__)
@@ -53,6 +59,28 @@ def nf4_config(compute_dtype: torch.dtype):
     )
 
 
+def int8_config():
+    """LLM.int8 (8-bit weights, fp16 outlier columns) via bitsandbytes."""
+    try:
+        from transformers import BitsAndBytesConfig
+        import bitsandbytes  # noqa: F401  (fail here, with the install hint, not deep inside loading)
+    except ImportError as e:
+        raise ImportError(f"--quantization int8 needs bitsandbytes (pip install bitsandbytes): {e}") from e
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+QUANTIZATIONS = ("nf4", "int8")
+
+
+def resolve_quantization(use_quantization: bool = False, quantization: Optional[str] = None) -> Optional[str]:
+    """'nf4' | 'int8' | None from the two flags: ``--quantization`` wins; ``--use_quantization`` alone is NF4."""
+    if quantization in (None, "", "none"):
+        return "nf4" if use_quantization else None
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"unknown quantization {quantization!r}; available: {list(QUANTIZATIONS)} or none")
+    return quantization
+
+
 def left_padded_positions(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids that start at 0 on each prompt's first real token.
 
@@ -74,13 +102,24 @@ def load_tokenizer(source: str):
     return tok
 
 
-def load_causal_lm(source: str, device: torch.device, dtype: torch.dtype, use_quantization: bool = False):
-    """The one entry point that turns a resolved model source into an eval-mode causal LM."""
+def load_causal_lm(source: str, device: torch.device, dtype: torch.dtype, use_quantization: bool = False,
+                   quantization: Optional[str] = None, attn_implementation: Optional[str] = None):
+    """The one entry point that turns a resolved model source into an eval-mode causal LM.
+
+    Args:
+        source: local folder or hub id (``resolve_model``'s result).
+        device / dtype: where and in which (compute) dtype the model runs.
+        use_quantization: NF4 (kept for callers of the first version); quantization: nf4 | int8 | None wins.
+        attn_implementation: ``attention_implementation``'s choice (None: transformers' default, SDPA).
+    """
     from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": dtype}
-    if use_quantization:
-        kwargs["quantization_config"] = nf4_config(dtype)
+    quant = resolve_quantization(use_quantization, quantization)
+    kwargs: dict = {"dtype": dtype}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if quant:
+        kwargs["quantization_config"] = nf4_config(dtype) if quant == "nf4" else int8_config()
         kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
     try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
@@ -89,26 +128,38 @@ def load_causal_lm(source: str, device: torch.device, dtype: torch.dtype, use_qu
             f"could not load model {source!r}: {e}\n(no model hub here? pass a local folder with --model, "
             f"or the offline alias smollm2-135m)"
         ) from e
-    if not use_quantization:
+    if not quant:
         model.to(device)
     return model.eval()
 
 
 @dataclass
 class TransformersTextBackend(Backend):
-    """Causal LM via transformers (dense or NF4).
+    """Causal LM via transformers (dense, NF4 or int8).
 
     Args:
-        model: hub id, local folder or alias (see rerank.models.resolve).
-        device: auto | cpu | cuda[:N].
-        dtype: auto | float32 | bfloat16 | float16 (auto: bf16 on CUDA, fp32 on CPU).
+        model_name: hub id, local folder or alias (see rerank.models.resolve).
+        device_name: auto | cpu | cuda[:N].
+        dtype_name: auto | float32 | bfloat16 | float16 (auto: bf16 on CUDA, fp32 on CPU).
         use_quantization: 4-bit NF4 with double quantisation via bitsandbytes.
+        quantization: nf4 | int8 | None; overrides use_quantization when set.
+        use_flash_attention: FlashAttention-2 when flash_attn imports, else SDPA with one notice.
+        use_torch_compile: torch.compile the decoder body (first batches of each new shape compile).
+        torch_compile_mode: default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs.
+        label_head: project only the label rows of the LM head (exact; off = the model's full head).
+        pad_to_multiple_of: pad each batch's length up to a multiple (fewer distinct shapes for compile).
     """
 
     model_name: str = "Qwen/Qwen3-0.6B"
     device_name: str = "auto"
     dtype_name: str = "auto"
     use_quantization: bool = False
+    quantization: Optional[str] = None
+    use_flash_attention: bool = False
+    use_torch_compile: bool = False
+    torch_compile_mode: str = "default"
+    label_head: bool = True
+    pad_to_multiple_of: Optional[int] = None
     name: str = "transformers"
 
     def load(self) -> "TransformersTextBackend":
@@ -116,26 +167,54 @@ class TransformersTextBackend(Backend):
         self.device = pick_device(self.device_name)
         self.dtype = pick_dtype(self.dtype_name, self.device)
         self.tokenizer = load_tokenizer(source)
-        self.model = load_causal_lm(source, self.device, self.dtype, self.use_quantization)
+        self.model = load_causal_lm(source, self.device, self.dtype, self.use_quantization, self.quantization,
+                                    attention_implementation(self.use_flash_attention, self.device))
         self.source = source
+        self.prepare_scoring()
         log.info("loaded %s on %s (%s%s)", source, self.device, self.dtype,
-                 ", NF4" if self.use_quantization else "")
+                 f", {self.quant}" if self.quant else "")
         return self
+
+    @property
+    def quant(self) -> Optional[str]:
+        return resolve_quantization(self.use_quantization, self.quantization)
+
+    def prepare_scoring(self) -> None:
+        """Pick the head path and (optionally) compile, for the model as it stands now. Call it again after
+        replacing ``self.model`` (e.g. after applying an adapter)."""
+        self._head = dense_label_head(self.model) if self.label_head else None
+        self._label_ids: Optional[list[int]] = None
+        body = self.model.get_decoder() if self._head is not None else self.model
+        self._forward = compile_body(body, self.torch_compile_mode) if self.use_torch_compile else body
+
+    def label_ids_for(self, prompts: Sequence) -> Optional[list[int]]:
+        """The label token ids, resolved once with the verbalizer's check against a real prompt's ending
+        (None: the prompt ending does not take single-token labels, so the full head is used)."""
+        if self._label_ids is None:
+            from rerank.prompts import LABELS
+            from rerank.verbalizer import LabelTokenError, resolve_label_ids
+
+            try:
+                self._label_ids = resolve_label_ids(self.tokenizer, LABELS, prompts[0].text)
+            except LabelTokenError:
+                self._label_ids = []
+        return self._label_ids or None
 
     @torch.inference_mode()
     def last_logits(self, prompts: Sequence) -> torch.Tensor:
-        texts = [p.text for p in prompts]
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        ids = enc["input_ids"].to(self.device, non_blocking=True)  # (B, T)
-        mask = enc["attention_mask"].to(self.device, non_blocking=True)  # (B, T)
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=left_padded_positions(mask),
-            logits_to_keep=1,
-            use_cache=False,
-        )
-        return out.logits[:, -1, :]  # (B, V)
+        enc = self.tokenizer([p.text for p in prompts], return_tensors="pt", padding=True,
+                             add_special_tokens=False, pad_to_multiple_of=self.pad_to_multiple_of)
+        enc = to_device({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}, self.device)
+        ids, mask = enc["input_ids"], enc["attention_mask"]  # (B, T) each, left-padded
+        label_ids = self.label_ids_for(prompts) if self._head is not None else None
+        if label_ids is None:
+            body = self.model if self._head is not None else self._forward  # the compiled callable is the model
+            out = body(input_ids=ids, attention_mask=mask, position_ids=left_padded_positions(mask),
+                       logits_to_keep=1, use_cache=False)
+            return out.logits[:, -1, :]  # (B, V)
+        hidden = self._forward(input_ids=ids, attention_mask=mask, position_ids=left_padded_positions(mask),
+                               use_cache=False).last_hidden_state  # (B, T, H)
+        return label_logits(self._head, hidden[:, -1, :], label_ids)  # (B, V), NaN outside the labels
 
     def describe(self) -> dict:
         return {
@@ -144,7 +223,11 @@ class TransformersTextBackend(Backend):
             "source": getattr(self, "source", None),
             "device": str(self.device),
             "dtype": str(getattr(self, "dtype", None)).replace("torch.", ""),
-            "quantization": "nf4-double-quant" if self.use_quantization else None,
+            "quantization": {"nf4": "nf4-double-quant"}.get(self.quant, self.quant),
+            "attention": getattr(getattr(self, "model", None), "config", None) and
+            getattr(self.model.config, "_attn_implementation", None),
+            "torch_compile": self.torch_compile_mode if self.use_torch_compile else None,
+            "label_head": "label-rows" if getattr(self, "_head", None) is not None else "full",
         }
 
 

@@ -3,11 +3,17 @@
 Modes ``caption`` and ``semantic_summary`` send text-only prompts through the VL model; ``raw_image`` prompts
 carry one image placeholder per shown image, which the processor expands to that image's patch tokens. The
 model computes its multimodal rotary positions from the attention mask itself, so left padding is safe.
-Loading (bf16, or NF4/int8 via bitsandbytes; torchvision-free processor) is ``qwen3vl_loading``'s job.
+Loading (bf16, or NF4/int8 via bitsandbytes; torchvision-free processor) is ``qwen3vl_loading``'s job
+(``unsloth_backend.load_qwen3vl_unsloth`` with ``use_unsloth``, CUDA only).
+
+Speed: the last position is projected onto the label rows of the LM head only (``label_head``); image
+decoding + processing of the next batch can run on a worker thread while the current batch's forward runs
+(``prefetch(next_prompts)``; scores are identical either way).
 """
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional, Sequence
@@ -15,7 +21,10 @@ from typing import Optional, Sequence
 import torch
 from PIL import Image
 
+from rerank.models.accel import attention_implementation, to_device
 from rerank.models.base import Backend, register_backend
+from rerank.models.label_head import dense_label_head, label_logits
+from rerank.models.llm import pick_device
 from rerank.models.qwen3vl_loading import DEFAULT_VL_MODEL, load_qwen3vl, quantization_of
 
 log = logging.getLogger(__name__)
@@ -28,26 +37,47 @@ def open_rgb(path: str) -> Image.Image:
 
 @dataclass
 class Qwen3VLBackend(Backend):
-    """Qwen3-VL via transformers.
+    """Qwen3-VL via transformers (or Unsloth on CUDA).
 
     Args:
-        model: hub id or local folder (default unsloth/Qwen3-VL-2B-Instruct).
-        device: auto | cpu | cuda[:N]; dtype: auto | float32 | bfloat16 | float16.
+        model_name: hub id or local folder (default unsloth/Qwen3-VL-2B-Instruct).
+        device_name: auto | cpu | cuda[:N]; dtype_name: auto | float32 | bfloat16 | float16.
         use_quantization: True = 4-bit NF4 (double quant) via bitsandbytes; False = full precision.
+        quantization: nf4 | int8 | None; overrides use_quantization when set.
+        use_flash_attention: FlashAttention-2 when flash_attn imports, else SDPA with one notice.
+        use_unsloth: load through Unsloth FastVisionModel 4-bit (CUDA only; see rerank.models.select).
+        label_head: project only the label rows of the LM head (exact; off = the model's full head).
     """
 
     model_name: str = DEFAULT_VL_MODEL
     device_name: str = "auto"
     dtype_name: str = "auto"
     use_quantization: bool = False
+    quantization: Optional[str] = None
+    use_flash_attention: bool = False
+    use_unsloth: bool = False
+    label_head: bool = True
     name: str = "qwen3vl"
 
     def load(self) -> "Qwen3VLBackend":
-        self.model, self.processor = load_qwen3vl(self.model_name, self.device_name, self.dtype_name,
-                                                  use_quantization=self.use_quantization)
+        if self.use_unsloth:
+            from rerank.models.unsloth_backend import load_qwen3vl_unsloth
+
+            self.model, self.processor = load_qwen3vl_unsloth(self.model_name, self.dtype_name)
+        else:
+            quant = self.quantization if self.quantization not in (None, "", "none") else "nf4"
+            use_q = self.use_quantization or self.quantization not in (None, "", "none")
+            self.model, self.processor = load_qwen3vl(
+                self.model_name, self.device_name, self.dtype_name, use_quantization=use_q, quant=quant,
+                attn_implementation=attention_implementation(self.use_flash_attention,
+                                                             pick_device(self.device_name)))
         self.tokenizer = self.processor.tokenizer
         self.device = next(self.model.parameters()).device
         self._image_tokens = lru_cache(maxsize=None)(self._count_image_tokens)
+        self._head = dense_label_head(self.model) if self.label_head else None
+        self._label_ids: Optional[list[int]] = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vl-prefetch")
+        self._pending: Optional[tuple[tuple[int, ...], Future]] = None
         return self
 
     def _count_image_tokens(self, path: str) -> int:
@@ -59,22 +89,53 @@ class Qwen3VLBackend(Backend):
     def image_tokens(self, path: str) -> int:
         return self._image_tokens(path)
 
-    @torch.inference_mode()
-    def last_logits(self, prompts: Sequence) -> torch.Tensor:
+    def encode(self, prompts: Sequence) -> dict:
+        """Host-side work of a batch: decode the images and run the processor (tokens + pixel patches)."""
         images = [open_rgb(p) for pr in prompts for p in pr.images]  # in placeholder order
         enc = self.processor(text=[pr.text for pr in prompts], images=images or None, padding=True,
                              return_tensors="pt")
-        enc = {k: v.to(self.device) for k, v in enc.items()}
-        out = self.model(**enc, logits_to_keep=1, use_cache=False)
-        return out.logits[:, -1, :]  # (B, V)
+        return dict(enc)
+
+    def prefetch(self, prompts: Sequence) -> None:
+        """Start ``encode(prompts)`` on the worker thread; ``last_logits`` of the same prompts picks it up."""
+        self._pending = (tuple(map(id, prompts)), self._pool.submit(self.encode, list(prompts)))
+
+    def _take_encoded(self, prompts: Sequence) -> dict:
+        pending, self._pending = self._pending, None
+        if pending is not None and pending[0] == tuple(map(id, prompts)):
+            return pending[1].result()
+        return self.encode(prompts)  # no hint, or a hint for other prompts (e.g. after an OOM back-off)
+
+    def label_ids_for(self, prompts: Sequence) -> Optional[list[int]]:
+        """Label token ids checked against a real prompt's ending (None: use the full head)."""
+        if self._label_ids is None:
+            from rerank.prompts import LABELS
+            from rerank.verbalizer import LabelTokenError, resolve_label_ids
+
+            try:
+                self._label_ids = resolve_label_ids(self.tokenizer, LABELS, prompts[0].text)
+            except LabelTokenError:
+                self._label_ids = []
+        return self._label_ids or None
+
+    @torch.inference_mode()
+    def last_logits(self, prompts: Sequence) -> torch.Tensor:
+        enc = to_device(self._take_encoded(prompts), self.device)
+        label_ids = self.label_ids_for(prompts) if self._head is not None else None
+        if label_ids is None:
+            out = self.model(**enc, logits_to_keep=1, use_cache=False)
+            return out.logits[:, -1, :]  # (B, V)
+        hidden = self.model.model(**enc, use_cache=False).last_hidden_state  # (B, T, H)
+        return label_logits(self._head, hidden[:, -1, :], label_ids)  # (B, V), NaN outside the labels
 
     def describe(self) -> dict:
         return {
-            "backend": self.name,
+            "backend": "unsloth-vision" if self.use_unsloth else self.name,
             "model": self.model_name,
             "device": str(self.device),
             "dtype": str(self.model.dtype).replace("torch.", ""),
-            "quantization": quantization_of(self.model),
+            "quantization": "unsloth-4bit" if self.use_unsloth else quantization_of(self.model),
+            "label_head": "label-rows" if self._head is not None else "full",
         }
 
 

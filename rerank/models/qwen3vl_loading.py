@@ -131,6 +131,7 @@ def load_qwen3vl(
     dtype: str = "auto",
     use_quantization: Optional[bool] = None,
     quant: str = "nf4",
+    attn_implementation: Optional[str] = None,
 ):
     """Load a Qwen3-VL checkpoint and its processor; returns ``(model, processor)``, model in eval mode.
 
@@ -141,6 +142,7 @@ def load_qwen3vl(
             under quantisation.
         use_quantization: True / False, or None = 4-bit on CUDA, full precision on CPU.
         quant: nf4 (double quant) or int8, when quantising.
+        attn_implementation: e.g. ``rerank.models.accel.attention_implementation``'s choice; None = default.
     """
     from transformers import AutoModelForImageTextToText
 
@@ -149,6 +151,8 @@ def load_qwen3vl(
     torch_dtype = pick_dtype(dtype, dev)
     used = resolve_quantization(use_quantization, dev, quant)
     kwargs: dict = {"dtype": torch_dtype}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
     if used:
         kwargs["quantization_config"] = quantization_config(used, torch_dtype)
         kwargs["device_map"] = {"": dev.index or 0} if dev.type == "cuda" else {"": "cpu"}
