@@ -158,6 +158,8 @@ class RerankConfig:
         max_images: images per raw_image prompt at most (history images dropped oldest-first first).
         max_prompt_tokens: token budget; met by shortening item texts, then dropping the oldest history.
         permutations: N seeded candidate orders, scores averaged per item (position-bias control).
+        adapter: LoRA adapter folder made by train_rerank.py (its best/ or last/, or the training output folder,
+            which means its best/), applied on top of --model; refused when it was trained on another base.
         backend: auto | unsloth | transformers. auto = Unsloth 4-bit for text models on CUDA when unsloth
             imports, else transformers; a backend named explicitly that cannot run here is an error.
         dtype: auto | float32 | bfloat16 | float16 (auto: bf16 on CUDA, fp32 on CPU).
@@ -191,6 +193,7 @@ class RerankConfig:
     max_users: Optional[int] = None
     dump_prompts: Optional[str] = None
     output_dir: Optional[str] = None
+    adapter: Optional[str] = None
     backend: str = "auto"
     quantization: Optional[str] = None
     use_flash_attention: bool = False
@@ -219,6 +222,8 @@ class RerankConfig:
             raise ValueError(f"max_history must be >= 0, got {self.max_history}")
         if self.max_images is not None and self.max_images < 0:
             raise ValueError(f"max_images must be >= 0, got {self.max_images}")
+        if self.adapter and self.mode in VL_MODES:
+            raise ValueError(f"--adapter applies to the text model (text modes), not to mode {self.mode!r}")
 
 
 @dataclass
@@ -273,6 +278,138 @@ class SummaryConfig:
             raise ValueError(f"summary_threads must be >= 0, got {self.summary_threads}")
         if self.use_quantization is not None and not isinstance(self.use_quantization, bool):
             raise ValueError(f"use_quantization must be true, false or null, got {self.use_quantization!r}")
+
+
+LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+TRAIN_NEGATIVES = ("random", "popular")
+
+
+@dataclass
+class TrainConfig:
+    """Supervised fine-tuning of the verbalizer (LoRA / QLoRA) on train-split prompts (train_rerank.py).
+
+    Precedence as everywhere: defaults < ``--config FILE`` ("train" section) < CLI flags. The resolved config is
+    saved in every checkpoint; rerunning with the same output_dir resumes from ``last/``.
+
+    Args:
+        data: prepared-dataset folder (or use --dataset to find the default one).
+        retriever: whose prepared val candidates score the validation runs (sasrec | popularity).
+        mode: text | semantic_summary_small: what the prompts show of an item (as in run_rerank.py).
+        model: base text model: hub id, local folder, or alias (smollm2-135m).
+        output_dir: training folder: best/, last/, train_log.jsonl, val/ (default runs/train-<dataset>-<hash>).
+        device / dtype: auto | cpu | cuda[:N]; auto | float32 | bfloat16 | float16 (as in run_rerank.py).
+        use_quantization: QLoRA: the base in 4-bit NF4 (bitsandbytes, double quant), LoRA on top in the
+            compute dtype; otherwise LoRA on a full-precision base.
+        use_unsloth: auto (Unsloth's get_peft_model when unsloth is importable and the device is CUDA) | no.
+        max_history: last N items before the training position shown as history.
+        max_title_chars / max_text_chars / max_prompt_tokens: the prompt limits, as in run_rerank.py (use the
+            same values when evaluating the adapter).
+        train_positions_per_user: training positions per user: the last N positions of the user's train part
+            (the sequence without its val and test items); each position's item is the target.
+        max_train_users: use a seeded sample of N users for training (None: all).
+        train_negatives: random (uniform) | popular (by train-part popularity): negatives drawn from the items
+            outside the user's whole sequence, so no val/test item is ever a candidate.
+        n_candidates: candidates per training prompt, the target included (<= 26, labels A-Z).
+        lora_r / lora_alpha / lora_dropout: LoRA rank, scaling numerator, dropout on the adapter input.
+        lora_target_modules: comma-separated module names the adapters wrap.
+        lr: AdamW peak learning rate (linear warmup over warmup_steps, then constant, so extending max_steps
+            on resume continues the same schedule).
+        weight_decay: AdamW weight decay of the adapter weights.
+        warmup_steps: optimizer steps of linear warmup.
+        train_batch_size: prompts per forward/backward.
+        grad_accum: forward/backward passes per optimizer step (effective batch = train_batch_size x grad_accum).
+        epochs: passes over the training examples, when max_steps is not given.
+        max_steps: optimizer steps in total (overrides epochs; the data cycles with a new shuffle per epoch).
+        eval_every: validation NDCG@10 every N optimizer steps and at the end (0: no validation; best/ is then
+            the last step).
+        val_users: seeded sample of val users scored by each validation run (None: all).
+        eval_batch_size: prompts per forward in validation.
+        save_every: write last/ every N optimizer steps (and always at the end; 0: at validations and the end).
+        gradient_checkpointing: recompute activations in backward (less memory, ~30% slower).
+        seed: data sampling, shuffles, LoRA init and dropout.
+        force: the output_dir holds a run with other hyper-parameters: start over (its last/, best/ and log are
+            replaced) instead of refusing.
+    """
+
+    data: Optional[str] = None
+    dataset: Optional[str] = None
+    retriever: str = "sasrec"
+    mode: str = "text"
+    model: str = "Qwen/Qwen3-0.6B"
+    output_dir: Optional[str] = None
+    device: str = "auto"
+    dtype: str = "auto"
+    use_quantization: bool = False
+    use_unsloth: str = "auto"
+    max_history: int = 10
+    max_title_chars: int = 80
+    max_text_chars: int = 200
+    max_prompt_tokens: int = 2048
+    train_positions_per_user: int = 1
+    max_train_users: Optional[int] = None
+    train_negatives: str = "random"
+    n_candidates: int = 20
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target_modules: str = LORA_TARGETS
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    train_batch_size: int = 4
+    grad_accum: int = 1
+    epochs: int = 1
+    max_steps: Optional[int] = None
+    eval_every: int = 50
+    val_users: Optional[int] = 100
+    eval_batch_size: int = 8
+    save_every: int = 0
+    gradient_checkpointing: bool = False
+    seed: int = 42
+    force: bool = False
+
+    # changing these between runs of one output_dir is not a different training run
+    RESUMABLE_CHANGES = ("max_steps", "epochs", "eval_every", "save_every", "eval_batch_size", "force",
+                         "output_dir", "device", "use_unsloth")
+
+    def __post_init__(self) -> None:
+        if self.mode not in TEXT_MODES:
+            raise ValueError(f"training supports the text modes {list(TEXT_MODES)}, got {self.mode!r}")
+        if self.train_negatives not in TRAIN_NEGATIVES:
+            raise ValueError(f"train_negatives must be one of {list(TRAIN_NEGATIVES)}, got {self.train_negatives!r}")
+        if not 2 <= self.n_candidates <= 26:
+            raise ValueError(f"n_candidates must be in 2..26 (labels A-Z), got {self.n_candidates}")
+        if self.use_unsloth not in ("auto", "no"):
+            raise ValueError(f"use_unsloth must be auto or no, got {self.use_unsloth!r}")
+        for name in ("train_positions_per_user", "lora_r", "lora_alpha", "train_batch_size", "grad_accum",
+                     "epochs", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_steps", "max_train_users", "val_users"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"{name} must be >= 1 (or unset), got {v}")
+        if self.eval_every < 0 or self.save_every < 0 or self.warmup_steps < 0 or self.max_history < 0:
+            raise ValueError("eval_every, save_every, warmup_steps and max_history must be >= 0")
+        if not 0.0 <= self.lora_dropout < 1.0 or self.lr <= 0:
+            raise ValueError(f"need 0 <= lora_dropout < 1 and lr > 0, got {self.lora_dropout} / {self.lr}")
+        if not self.target_modules():
+            raise ValueError("lora_target_modules is empty")
+
+    def target_modules(self) -> list[str]:
+        return [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
+
+    def hyper_parameters(self) -> dict:
+        """The settings a resumed run must share with the run it continues."""
+        d = dataclasses.asdict(self)
+        for k in self.RESUMABLE_CHANGES:
+            d.pop(k)
+        return d
+
+    def resolved_output_dir(self, dataset_name: str) -> Path:
+        if self.output_dir:
+            return Path(self.output_dir)
+        return DEFAULT_RUNS_ROOT / f"train-{dataset_name}-{config_hash(self.hyper_parameters())}"
 
 
 def config_hash(d: dict, n: int = 10) -> str:
@@ -399,6 +536,15 @@ def parse_rerank_args(argv: Optional[Sequence[str]] = None) -> RerankConfig:
     ns = vars(p.parse_args(argv))
     file_cfg = _load_config_file(ns.pop("config", None))
     return _build(RerankConfig, file_cfg.get("rerank", {}), ns)
+
+
+def parse_train_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
+    p = argparse.ArgumentParser(description="Fine-tune the verbalizer with LoRA / QLoRA on train-split prompts.")
+    p.add_argument("--config", help="JSON/YAML file with a 'train' section")
+    _add_dataclass_args(p, TrainConfig)
+    ns = vars(p.parse_args(argv))
+    file_cfg = _load_config_file(ns.pop("config", None))
+    return _build(TrainConfig, file_cfg.get("train", {}), ns)
 
 
 def to_dict(cfg: Any) -> dict:

@@ -100,7 +100,7 @@ def load_backend(cfg: RerankConfig) -> Backend:
     if vision:
         return get_backend("qwen3vl")(model_name=cfg.vl_model, use_unsloth=chosen == "unsloth", **common).load()
     return get_backend(chosen)(model_name=cfg.model, use_torch_compile=cfg.use_torch_compile,
-                               torch_compile_mode=cfg.torch_compile_mode, **common).load()
+                               torch_compile_mode=cfg.torch_compile_mode, adapter=cfg.adapter, **common).load()
 
 
 def run(cfg: RerankConfig, backend: Optional[Backend] = None) -> dict:

@@ -160,6 +160,7 @@ class TransformersTextBackend(Backend):
     torch_compile_mode: str = "default"
     label_head: bool = True
     pad_to_multiple_of: Optional[int] = None
+    adapter: Optional[str] = None  # LoRA adapter folder (rerank.models.adapters), applied after loading
     name: str = "transformers"
 
     def load(self) -> "TransformersTextBackend":
@@ -169,6 +170,10 @@ class TransformersTextBackend(Backend):
         self.tokenizer = load_tokenizer(source)
         self.model = load_causal_lm(source, self.device, self.dtype, self.use_quantization, self.quantization,
                                     attention_implementation(self.use_flash_attention, self.device))
+        if self.adapter:
+            from rerank.models.adapters import apply_adapter
+
+            self.model = apply_adapter(self.model, self.adapter, base_name=self.model_name)
         self.source = source
         self.prepare_scoring()
         log.info("loaded %s on %s (%s%s)", source, self.device, self.dtype,
