@@ -48,8 +48,13 @@ def score_prompts(
     bar = tqdm(total=len(prompts), desc="scoring", unit="prompt", disable=not progress)
     while pos < len(order):
         idx = order[pos : pos + bs]
+        batch = [prompts[i] for i in idx]
+        nxt = [prompts[i] for i in order[pos + len(idx) : pos + len(idx) + bs]]
+        backend.prefetch(batch)  # host-side preparation (VL: image decoding) overlaps the model's work
+        if nxt:
+            backend.prefetch(nxt)
         try:
-            logits = backend.last_logits([prompts[i] for i in idx])  # (b, V)
+            logits = backend.last_logits(batch)  # (b, V)
         except BaseException as err:  # noqa: BLE001 - re-raised unless it is an OOM we can back off from
             if not is_oom(err):
                 raise

@@ -95,6 +95,9 @@ class MemoryLimited:
         self.inner, self.limit, self.sizes = inner, limit, []
         self.tokenizer = inner.tokenizer
 
+    def prefetch(self, prompts):
+        self.inner.prefetch(prompts)
+
     def last_logits(self, prompts):
         self.sizes.append(len(prompts))
         if len(prompts) > self.limit:

@@ -77,7 +77,7 @@ class Qwen3VLBackend(Backend):
         self._head = dense_label_head(self.model) if self.label_head else None
         self._label_ids: Optional[list[int]] = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vl-prefetch")
-        self._pending: Optional[tuple[tuple[int, ...], Future]] = None
+        self._pending: dict[tuple[int, ...], Future] = {}  # batch identity -> encode job (at most 2 kept)
         return self
 
     def _count_image_tokens(self, path: str) -> int:
@@ -97,14 +97,20 @@ class Qwen3VLBackend(Backend):
         return dict(enc)
 
     def prefetch(self, prompts: Sequence) -> None:
-        """Start ``encode(prompts)`` on the worker thread; ``last_logits`` of the same prompts picks it up."""
-        self._pending = (tuple(map(id, prompts)), self._pool.submit(self.encode, list(prompts)))
+        """Start ``encode(prompts)`` on the worker thread; ``last_logits`` of the same prompts picks it up.
+
+        The batching loop hints the current and the next batch, so the next batch's images decode while the
+        current one runs on the model; older hints (e.g. left by an OOM back-off) are dropped.
+        """
+        key = tuple(map(id, prompts))
+        if key not in self._pending:
+            self._pending[key] = self._pool.submit(self.encode, list(prompts))
+        while len(self._pending) > 2:
+            self._pending.pop(next(iter(self._pending))).cancel()
 
     def _take_encoded(self, prompts: Sequence) -> dict:
-        pending, self._pending = self._pending, None
-        if pending is not None and pending[0] == tuple(map(id, prompts)):
-            return pending[1].result()
-        return self.encode(prompts)  # no hint, or a hint for other prompts (e.g. after an OOM back-off)
+        job = self._pending.pop(tuple(map(id, prompts)), None)
+        return job.result() if job is not None else self.encode(prompts)  # no hint: encode now
 
     def label_ids_for(self, prompts: Sequence) -> Optional[list[int]]:
         """Label token ids checked against a real prompt's ending (None: use the full head)."""
