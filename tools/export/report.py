@@ -1,0 +1,123 @@
+"""Quality report: every artifact of one model (and every in-memory PTQ method) reranks the same users through
+the library's own pipeline; compared with the fp32 model: size on disk, load time, prompts/s, ΔNDCG@10,
+top-1 agreement, Kendall τ of the candidate scores. Writes report.md, report.json and report.png.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pandas as pd
+import torch
+
+from config import RerankConfig
+from tools.export.agreement import agreement
+from tools.export.chart import bar_chart
+from tools.export.metadata import read_metadata
+from tools.export.methods import Method
+
+log = logging.getLogger(__name__)
+
+
+def _backend(model_name: str, cache_root: Path):
+    """A CPU fp32 text backend; GGUF artifacts are dequantised into ``cache_root`` (a fresh folder, so the
+    measured load time is the real first load)."""
+    from rerank.models.llm import TransformersTextBackend, load_causal_lm, load_tokenizer
+    from rerank.models.resolve import resolve_model
+
+    b = TransformersTextBackend(model_name=model_name, device_name="cpu", dtype_name="float32")
+    source = resolve_model(model_name, cache_root=cache_root)
+    b.device, b.dtype, b.source = torch.device("cpu"), torch.float32, source
+    b.tokenizer = load_tokenizer(source)
+    b.model = load_causal_lm(source, b.device, b.dtype)
+    return b
+
+
+def _score(cfg: RerankConfig, backend, name: str, out: Path) -> tuple[dict, pd.DataFrame]:
+    from rerank.pipeline import run_mode
+
+    metrics = run_mode(replace(cfg, output_dir=str(out / "runs" / name)), backend)
+    return metrics, pd.read_parquet(out / "runs" / name / "predictions.parquet")
+
+
+def run_report(model: str, exports: Optional[Path], memory_methods: Sequence[Method], cfg: RerankConfig,
+               out: Path) -> list[dict]:
+    """Score the fp32 reference, each artifact under ``exports`` and each in-memory method; write the report.
+
+    Args:
+        model: the full-precision model the artifacts were made from (alias, folder, hub id).
+        exports: folder of ``tools/quantize.py export`` (one sub-folder per artifact), or None.
+        memory_methods: in-memory PTQ methods applied to the fp32 model.
+        cfg: rerank settings (data, split, max_users, max_history, batch size); device/dtype are CPU fp32.
+        out: report folder.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = replace(cfg, model=model, device="cpu", dtype="float32", mode="text")
+    cache = Path(tempfile.mkdtemp(prefix=".report-cache-", dir=out))
+    rows = []
+    try:
+        t0 = time.perf_counter()
+        ref_backend = _backend(model, cache)
+        load_s = time.perf_counter() - t0
+        ref_metrics, ref_pred = _score(cfg, ref_backend, "fp32", out)
+        rows.append(_row("fp32 (reference)", None, load_s, ref_metrics, ref_metrics, ref_pred, ref_pred))
+
+        for folder in sorted(p for p in (exports.iterdir() if exports else []) if read_metadata(p)):
+            meta = read_metadata(folder)
+            t0 = time.perf_counter()
+            backend = _backend(str(folder), cache)
+            load_s = time.perf_counter() - t0
+            metrics, pred = _score(replace(cfg, model=str(folder)), backend, meta["method"], out)
+            rows.append(_row(meta["method"], meta["total_bytes"], load_s, metrics, ref_metrics, pred, ref_pred))
+            del backend
+
+        from tools.export.ptq import apply_method
+
+        for m in memory_methods:
+            t0 = time.perf_counter()
+            backend = _backend(model, cache)
+            backend.model = apply_method(backend.model, m)
+            load_s = time.perf_counter() - t0
+            metrics, pred = _score(cfg, backend, m.name, out)
+            rows.append(_row(m.name, None, load_s, metrics, ref_metrics, pred, ref_pred))
+            del backend
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    write_report(rows, cfg, out)
+    return rows
+
+
+def _row(name, size, load_s, metrics, ref_metrics, pred, ref_pred) -> dict:
+    agree = agreement(ref_pred, pred)
+    ndcg = metrics["reranker"]["overall"]["ndcg@10"]
+    return {"name": name, "size_mb": size / 1e6 if size else None, "load_s": load_s,
+            "prompts_per_s": metrics["timing_s"]["prompts_per_s"], "ndcg@10": ndcg,
+            "delta_ndcg@10": ndcg - ref_metrics["reranker"]["overall"]["ndcg@10"],
+            "top1_agreement": agree["top1_agreement"], "kendall_tau": agree["kendall_tau"], "users": agree["users"]}
+
+
+def report_table(rows: Sequence[dict]) -> str:
+    lines = ["| variant | size (MB) | load (s) | prompts/s | NDCG@10 | ΔNDCG@10 | top-1 agreement | Kendall τ |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        size = f"{r['size_mb']:.1f}" if r["size_mb"] else "— (in memory)"
+        lines.append(f"| {r['name']} | {size} | {r['load_s']:.1f} | {r['prompts_per_s']:.2f} | {r['ndcg@10']:.4f} | "
+                     f"{r['delta_ndcg@10']:+.4f} | {r['top1_agreement']:.2f} | {r['kendall_tau']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(rows: Sequence[dict], cfg: RerankConfig, out: Path) -> None:
+    png = bar_chart(rows, out / "report.png")
+    head = (f"# Export / quantisation quality report\n\nmodel `{cfg.model if rows else ''}` · data `{cfg.data}` · "
+            f"split {cfg.split} · {rows[0]['users'] if rows else 0} users · max_history {cfg.max_history} · CPU, "
+            f"torch threads {torch.get_num_threads()}\n\n")
+    (out / "report.md").write_text(head + report_table(rows) + f"\n![chart]({png.name})\n")
+    (out / "report.json").write_text(json.dumps(list(rows), indent=2))
+    log.info("report: %s", out / "report.md")
