@@ -21,6 +21,9 @@ from rerank.models.label_head import dense_label_head, label_logits
 from rerank.models.resolve import resolve_model
 
 log = logging.getLogger(__name__)
+# torchao (installed for tools/quantize.py) warns at import, via transformers, about its CUDA-only kernels and
+# missing triton: noise for scoring, so only its errors are shown.
+logging.getLogger("torchao").setLevel(logging.ERROR)
 
 
 def pick_device(device: str = "auto") -> torch.device:
