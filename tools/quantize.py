@@ -47,12 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="parent folder; one sub-folder per format")
     e.add_argument("--overwrite", action="store_true", help="replace existing artifact folders")
     e.add_argument("--data", help="prepared dataset: GGUF read-back check on its val prompts (default: fixed texts)")
+    e.add_argument("--retriever", default="sasrec", help="candidates used in the calibration prompts")
     e.add_argument("--no_verify", action="store_true", help="skip the GGUF read-back check")
 
     q = sub.add_parser("ptq", help="apply in-memory PTQ methods; error and speed vs fp32 / bf16 on dataset prompts")
     model_args(q, "--methods", "all")
     q.add_argument("--adapter", help="LoRA adapter folder to merge first")
     q.add_argument("--data", help="prepared dataset folder (calibration prompts: its val split)")
+    q.add_argument("--retriever", default="sasrec", help="candidates used in the calibration prompts")
     q.add_argument("--n_prompts", type=int, default=16)
     q.add_argument("--out", help="write ptq.md / ptq.json here")
 
@@ -62,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ptq", default="all", help="in-memory methods to include: 'all', 'none' or a comma list")
     r.add_argument("--data", required=True, help="prepared dataset folder")
     r.add_argument("--split", default="test", choices=("val", "test"))
+    r.add_argument("--retriever", default="sasrec", help="whose candidates to rerank (prepared folder)")
     r.add_argument("--max_users", type=int, default=50)
     r.add_argument("--max_history", type=int, default=5)
     r.add_argument("--llm_batch_size", type=int, default=8)
@@ -98,7 +101,8 @@ def main(argv=None) -> int:
             from rerank.models.llm import load_tokenizer
             from rerank.models.resolve import resolve_model
 
-            texts = dataset_prompts(load_tokenizer(resolve_model(args.model)), args.data, n=4)
+            texts = dataset_prompts(load_tokenizer(resolve_model(args.model)), args.data, n=4,
+                                    retriever=args.retriever)
         rows = export_all(args.model, Path(args.out), methods, adapter=args.adapter, overwrite=args.overwrite,
                           verify_texts=texts)
         log.info("sizes:\n%s", sizes_table(rows))
@@ -110,7 +114,7 @@ def main(argv=None) -> int:
         from tools.export.report import report_table, run_report
 
         memory = [] if args.ptq == "none" else parse_methods(args.ptq, "memory")
-        cfg = RerankConfig(data=args.data, split=args.split, max_users=args.max_users, max_history=args.max_history,
+        cfg = RerankConfig(data=args.data, split=args.split, retriever=args.retriever, max_users=args.max_users, max_history=args.max_history,
                            llm_batch_size=args.llm_batch_size)
         rows = run_report(args.model, Path(args.exports) if args.exports else None, memory, cfg, Path(args.out))
         log.info("report:\n%s", report_table(rows))
@@ -129,7 +133,7 @@ def _ptq(args, methods) -> int:
 
     check_compat(load_config(args.model), methods)
     merged = merge_adapter(args.model, args.adapter)
-    texts = dataset_prompts(merged.tokenizer, args.data, n=args.n_prompts)
+    texts = dataset_prompts(merged.tokenizer, args.data, n=args.n_prompts, retriever=args.retriever)
     rows = evaluate_methods(merged.model, merged.tokenizer, methods, texts)
     table = ptq_table(rows)
     log.info("PTQ on %d prompts, %d torch threads:\n%s", len(texts), torch.get_num_threads(), table)

@@ -17,7 +17,7 @@ FALLBACK_TEXTS = (
 
 
 def dataset_prompts(tokenizer, data: Optional[str], n: int = 16, split: str = "val", max_history: int = 5,
-                    seed: int = 42) -> list[str]:
+                    seed: int = 42, retriever: str = "sasrec") -> list[str]:
     """Up to ``n`` prompt texts from the prepared dataset folder ``data`` (the val split by default, so
     calibration never sees the test targets' prompts); fixed fallback texts when ``data`` is None.
 
@@ -28,6 +28,7 @@ def dataset_prompts(tokenizer, data: Optional[str], n: int = 16, split: str = "v
         split: val | test.
         max_history: history items per prompt.
         seed: user sample seed.
+        retriever: whose candidates fill the prompts.
     """
     if data is None:
         log.info("no --data: using %d fixed calibration texts", len(FALLBACK_TEXTS))
@@ -36,7 +37,7 @@ def dataset_prompts(tokenizer, data: Optional[str], n: int = 16, split: str = "v
     from rerank.pipeline import find_prepared, load_candidates, select_users
     from rerank.prompts import DOMAIN_NOUNS, PromptBuilder, item_views
 
-    cfg = replace(RerankConfig(), data=data, split=split, max_history=max_history, max_users=n, seed=seed)
+    cfg = replace(RerankConfig(), data=data, retriever=retriever, split=split, max_history=max_history, max_users=n, seed=seed)
     prepared = find_prepared(cfg)
     cands = load_candidates(prepared, cfg).set_index("user_id")
     examples = {ex.user_id: ex for ex in prepared.examples(split)}

@@ -26,17 +26,13 @@ log = logging.getLogger(__name__)
 
 
 def _backend(model_name: str, cache_root: Path):
-    """A CPU fp32 text backend; GGUF artifacts are dequantised into ``cache_root`` (a fresh folder, so the
-    measured load time is the real first load)."""
-    from rerank.models.llm import TransformersTextBackend, load_causal_lm, load_tokenizer
+    """A CPU fp32 text backend loaded by the library's own ``load()``; GGUF artifacts are first dequantised into
+    ``cache_root`` (a fresh folder, so the measured load time is the real first load)."""
+    from rerank.models.llm import TransformersTextBackend
     from rerank.models.resolve import resolve_model
 
-    b = TransformersTextBackend(model_name=model_name, device_name="cpu", dtype_name="float32")
     source = resolve_model(model_name, cache_root=cache_root)
-    b.device, b.dtype, b.source = torch.device("cpu"), torch.float32, source
-    b.tokenizer = load_tokenizer(source)
-    b.model = load_causal_lm(source, b.device, b.dtype)
-    return b
+    return TransformersTextBackend(model_name=source, device_name="cpu", dtype_name="float32").load()
 
 
 def _score(cfg: RerankConfig, backend, name: str, out: Path) -> tuple[dict, pd.DataFrame]:
