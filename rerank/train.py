@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -321,7 +321,7 @@ def train(cfg: TrainConfig) -> dict:
                "first_loss": train_lines[0]["loss"] if train_lines else None,
                "final_loss": train_lines[-1]["loss"] if train_lines else last_loss,
                "train_time_s": round(train_lines[-1]["train_time_s"], 1) if train_lines else 0.0,
-               "wall_time_s": round(time.time() - t_start, 1), "best": best, "device": str(device),
+               "wall_time_this_invocation_s": round(time.time() - t_start, 1), "best": best, "device": str(device),
                "model": backend.describe(), "config": asdict(cfg)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
@@ -332,7 +332,3 @@ def _copy_adapter(src: Path, dst: Path) -> None:
         if f.name not in (STATE_FILE, TRAIN_CONFIG_FILE):
             shutil.copy2(f, dst / f.name)
 
-
-def load_adapter_backend(model: str, adapter: Optional[str], **kwargs) -> TransformersTextBackend:
-    """A scoring backend with ``adapter`` applied (what ``run_rerank.py --adapter`` loads)."""
-    return TransformersTextBackend(model_name=model, adapter=adapter, **kwargs).load()
