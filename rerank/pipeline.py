@@ -94,7 +94,8 @@ def load_backend(cfg: RerankConfig) -> Backend:
     from rerank.models.select import choose_backend
 
     vision = cfg.mode in VL_MODES
-    chosen = choose_backend(cfg.backend, vision=vision, device=pick_device(cfg.device))
+    chosen = choose_backend(cfg.backend, vision=vision, device=pick_device(cfg.device),
+                            adapter=bool(cfg.adapter))
     common = dict(device_name=cfg.device, dtype_name=cfg.dtype, use_quantization=cfg.use_quantization,
                   quantization=cfg.quantization, use_flash_attention=cfg.use_flash_attention)
     if vision:

@@ -160,3 +160,13 @@ def test_torch_compile_gives_the_same_scores(prompts, label_ids):
 def test_auto_picks_unsloth_on_cuda_when_installed():
     assert choose_backend("auto", vision=False, device=torch.device("cuda")) == (
         "unsloth" if unsloth_installed() else "transformers")
+
+
+def test_adapters_never_go_to_unsloth(monkeypatch):
+    """Only the transformers backend applies --adapter: auto avoids Unsloth, an explicit request is refused."""
+    monkeypatch.setattr("rerank.models.select.unsloth_installed", lambda: True)
+    cuda = torch.device("cuda")
+    assert choose_backend("auto", vision=False, device=cuda) == "unsloth"
+    assert choose_backend("auto", vision=False, device=cuda, adapter=True) == "transformers"
+    with pytest.raises(BackendUnavailableError, match="--adapter is applied by the transformers backend"):
+        choose_backend("unsloth", vision=False, device=cuda, adapter=True)

@@ -25,21 +25,28 @@ def unsloth_installed() -> bool:
     return importlib.util.find_spec("unsloth") is not None
 
 
-def choose_backend(requested: str, vision: bool, device: torch.device) -> str:
+def choose_backend(requested: str, vision: bool, device: torch.device, adapter: bool = False) -> str:
     """'unsloth' or 'transformers' for ``requested`` on ``device``.
 
     Args:
         requested: auto | unsloth | transformers.
         vision: the job runs a vision-language model (Qwen3-VL).
         device: the resolved device (``rerank.models.llm.pick_device``).
+        adapter: a LoRA adapter (--adapter) must be applied; only the transformers backend applies adapters.
     """
     if requested not in BACKEND_CHOICES:
         raise ValueError(f"unknown backend {requested!r}; available: {list(BACKEND_CHOICES)}")
     if requested == "transformers":
         return "transformers"
+    if requested == "unsloth" and adapter:
+        raise BackendUnavailableError(
+            "--adapter is applied by the transformers backend only; use --backend transformers (or auto), "
+            "with --use_quantization for a 4-bit base"
+        )
     if requested == "auto":
-        # vision models stay on transformers under auto: Unsloth's vision path is GPU-only and less tested here
-        use = device.type == "cuda" and not vision and unsloth_installed()
+        # vision models stay on transformers under auto: Unsloth's vision path is GPU-only and less tested here;
+        # so do adapter runs, which only the transformers backend applies
+        use = device.type == "cuda" and not vision and not adapter and unsloth_installed()
         log.info("--backend auto -> %s", "unsloth" if use else "transformers")
         return "unsloth" if use else "transformers"
     if not unsloth_installed():
