@@ -9,7 +9,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -529,22 +529,22 @@ def parse_prepare_args(
     return data, retr, summ
 
 
-def parse_rerank_args(argv: Optional[Sequence[str]] = None) -> RerankConfig:
-    p = argparse.ArgumentParser(description="Rerank stage-1 candidates with an LLM verbalizer and evaluate.")
-    p.add_argument("--config", help="JSON/YAML file with a 'rerank' section")
-    _add_dataclass_args(p, RerankConfig)
+def _parse_one(cls, section: str, description: str, argv: Optional[Sequence[str]]):
+    """A CLI made of one config dataclass, with an optional config file section."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--config", help=f"JSON/YAML file with a '{section}' section")
+    _add_dataclass_args(p, cls)
     ns = vars(p.parse_args(argv))
     file_cfg = _load_config_file(ns.pop("config", None))
-    return _build(RerankConfig, file_cfg.get("rerank", {}), ns)
+    return _build(cls, file_cfg.get(section, {}), ns)
+
+
+def parse_rerank_args(argv: Optional[Sequence[str]] = None) -> RerankConfig:
+    return _parse_one(RerankConfig, "rerank", "Rerank stage-1 candidates with an LLM verbalizer and evaluate.", argv)
 
 
 def parse_train_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
-    p = argparse.ArgumentParser(description="Fine-tune the verbalizer with LoRA / QLoRA on train-split prompts.")
-    p.add_argument("--config", help="JSON/YAML file with a 'train' section")
-    _add_dataclass_args(p, TrainConfig)
-    ns = vars(p.parse_args(argv))
-    file_cfg = _load_config_file(ns.pop("config", None))
-    return _build(TrainConfig, file_cfg.get("train", {}), ns)
+    return _parse_one(TrainConfig, "train", "Fine-tune the verbalizer with LoRA / QLoRA on train-split prompts.", argv)
 
 
 def to_dict(cfg: Any) -> dict:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -31,6 +31,21 @@ class Backend(ABC):
 
     def describe(self) -> dict:
         return {"backend": self.name}
+
+    _label_ids: Optional[list[int]] = None  # resolved lazily; backends reset it when the model changes
+
+    def label_ids_for(self, prompts: Sequence) -> Optional[list[int]]:
+        """The label token ids, resolved once with the verbalizer's check against a real prompt's ending
+        (None: the prompt ending does not take single-token labels, so the full LM head is used)."""
+        if self._label_ids is None:
+            from rerank.prompts import LABELS
+            from rerank.verbalizer import LabelTokenError, resolve_label_ids
+
+            try:
+                self._label_ids = resolve_label_ids(self.tokenizer, LABELS, prompts[0].text)
+            except LabelTokenError:
+                self._label_ids = []
+        return self._label_ids or None
 
 
 class BackendUnavailableError(RuntimeError):

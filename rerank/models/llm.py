@@ -195,19 +195,6 @@ class TransformersTextBackend(Backend):
         body = self.model.get_decoder() if self._head is not None else self.model
         self._forward = compile_body(body, self.torch_compile_mode) if self.use_torch_compile else body
 
-    def label_ids_for(self, prompts: Sequence) -> Optional[list[int]]:
-        """The label token ids, resolved once with the verbalizer's check against a real prompt's ending
-        (None: the prompt ending does not take single-token labels, so the full head is used)."""
-        if self._label_ids is None:
-            from rerank.prompts import LABELS
-            from rerank.verbalizer import LabelTokenError, resolve_label_ids
-
-            try:
-                self._label_ids = resolve_label_ids(self.tokenizer, LABELS, prompts[0].text)
-            except LabelTokenError:
-                self._label_ids = []
-        return self._label_ids or None
-
     @torch.inference_mode()
     def last_logits(self, prompts: Sequence) -> torch.Tensor:
         enc = self.tokenizer([p.text for p in prompts], return_tensors="pt", padding=True,

@@ -112,18 +112,6 @@ class Qwen3VLBackend(Backend):
         job = self._pending.pop(tuple(map(id, prompts)), None)
         return job.result() if job is not None else self.encode(prompts)  # no hint: encode now
 
-    def label_ids_for(self, prompts: Sequence) -> Optional[list[int]]:
-        """Label token ids checked against a real prompt's ending (None: use the full head)."""
-        if self._label_ids is None:
-            from rerank.prompts import LABELS
-            from rerank.verbalizer import LabelTokenError, resolve_label_ids
-
-            try:
-                self._label_ids = resolve_label_ids(self.tokenizer, LABELS, prompts[0].text)
-            except LabelTokenError:
-                self._label_ids = []
-        return self._label_ids or None
-
     @torch.inference_mode()
     def last_logits(self, prompts: Sequence) -> torch.Tensor:
         enc = to_device(self._take_encoded(prompts), self.device)
