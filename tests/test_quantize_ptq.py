@@ -94,4 +94,7 @@ def test_report_end_to_end_on_ml100k(tmp_path, ml100k_dir):
     assert "| fp32 (reference) |" in md and "| fp16 |" in md and "| dynamic-int8 |" in md
     ref_row = next(line for line in md.splitlines() if line.startswith("| fp32 (reference) |"))
     assert ref_row.endswith("| +0.0000 | 1.00 | 1.000 |")  # the reference agrees with itself
+    ref = pd.read_parquet(tmp_path / "rep" / "runs" / "fp32" / "predictions.parquet")
+    dyn = pd.read_parquet(tmp_path / "rep" / "runs" / "dynamic-int8" / "predictions.parquet")
+    assert list(ref["scores"].map(list)) != list(dyn["scores"].map(list))  # the quantised model was the one scored
     assert (tmp_path / "rep" / "report.png").stat().st_size > 0

@@ -31,7 +31,8 @@ def load_config(model: str):
 
 
 def export_all(model: str, out: Path, methods: Sequence[Method], adapter: Optional[str] = None,
-               overwrite: bool = False, verify_texts: Optional[Sequence[str]] = None) -> list[dict]:
+               overwrite: bool = False, verify_texts: Optional[Sequence[str]] = None,
+               gguf_tokenizer: bool = True) -> list[dict]:
     """Write one artifact folder ``out/<method>`` per artifact method; returns their metadata.
 
     Args:
@@ -41,6 +42,7 @@ def export_all(model: str, out: Path, methods: Sequence[Method], adapter: Option
         adapter: LoRA adapter folder to merge first, or None.
         overwrite: replace existing artifact folders (otherwise refused before any work).
         verify_texts: prompts for the GGUF read-back check (None skips it).
+        gguf_tokenizer: write the tokenizer into GGUF headers (off only makes files for transformers alone).
     """
     out = Path(out)
     for m in methods:  # answer every "no" before loading anything
@@ -73,7 +75,7 @@ def export_all(model: str, out: Path, methods: Sequence[Method], adapter: Option
                         merged.model.save_pretrained(staging)
                     save_bnb(staging, merged.tokenizer, tmp, m.name)
                 elif m.name.startswith("gguf-"):
-                    extra = _export_gguf(merged, tmp, m.name.split("-", 1)[1], verify_texts)
+                    extra = _export_gguf(merged, tmp, m.name.split("-", 1)[1], verify_texts, gguf_tokenizer)
                 else:
                     raise ValueError(f"no exporter for {m.name!r}")
                 meta = write_metadata(tmp, method=m.name, bits=m.bits, is_quantized=m.is_quantized,
@@ -87,15 +89,16 @@ def export_all(model: str, out: Path, methods: Sequence[Method], adapter: Option
     return rows
 
 
-def _export_gguf(merged, folder: Path, qtype: str, verify_texts) -> dict:
+def _export_gguf(merged, folder: Path, qtype: str, verify_texts, with_tokenizer: bool = True) -> dict:
     from tools.export.gguf_export import write_gguf
     from tools.export.gguf_verify import verify_gguf
 
     stem = Path(merged.source).name or "model"
     fname = f"{stem}-{qtype}.gguf"
-    counts = write_gguf(merged.model, merged.tokenizer, folder / fname, qtype, name=stem)
+    counts = write_gguf(merged.model, merged.tokenizer, folder / fname, qtype, name=stem,
+                        with_tokenizer=with_tokenizer)
     merged.tokenizer.save_pretrained(folder)  # the exact HF tokenizer next to the file (run_rerank uses it)
-    extra = {"gguf_file": fname, "gguf_type": qtype, "tensor_types": counts}
+    extra = {"gguf_file": fname, "gguf_type": qtype, "tensor_types": counts, "gguf_tokenizer": with_tokenizer}
     if verify_texts:
         extra["eval"] = {"gguf_readback": verify_gguf(folder, fname, qtype, merged.model, merged.tokenizer,
                                                       verify_texts)}

@@ -138,7 +138,7 @@ def _add_tokenizer(w, tokenizer, vocab_size: int, pre: str) -> None:
         w.add_chat_template(tokenizer.chat_template)
 
 
-def write_gguf(model, tokenizer, path: Path, qtype: str, name: str = "model") -> dict:
+def write_gguf(model, tokenizer, path: Path, qtype: str, name: str = "model", with_tokenizer: bool = True) -> dict:
     """Write ``model`` (a dense HF causal LM) as a GGUF file; returns {tensor types: count}.
 
     Args:
@@ -147,6 +147,8 @@ def write_gguf(model, tokenizer, path: Path, qtype: str, name: str = "model") ->
         path: the .gguf file to write.
         qtype: f16 | q8_0 | q4_0.
         name: general.name.
+        with_tokenizer: write the tokenizer fields (llama.cpp needs them; transformers' reader, which parses
+            every vocab/merge string in Python, takes ~15 s more on a 151k vocabulary).
     """
     import gguf
     from gguf import quants
@@ -178,7 +180,8 @@ def write_gguf(model, tokenizer, path: Path, qtype: str, name: str = "model") ->
     w.add_file_type({"f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
                      "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[qtype])
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    _add_tokenizer(w, tokenizer, int(cfg.vocab_size), pre)
+    if with_tokenizer:
+        _add_tokenizer(w, tokenizer, int(cfg.vocab_size), pre)
 
     tied = bool(getattr(cfg, "tie_word_embeddings", False))
     counts: dict[str, int] = {}
