@@ -31,7 +31,10 @@ def quantize_dynamic_int8(model: torch.nn.Module, inplace: bool = False) -> torc
         raise ValueError("dynamic INT8 (torch.ao quantize_dynamic) runs on CPU only; load the model with --device cpu")
     if not inplace:
         model = copy.deepcopy(model)
-    model = model.float()  # quantize_dynamic expects fp32 Linear weights
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        # quantize_dynamic expects fp32 Linear weights; only cast when needed, because transformers refuses
+        # .float() on a model still marked quantised (e.g. one dequantised from GGUF)
+        model = model.float()
     with warnings.catch_warnings():
         # the eager-mode API prints a migration notice on every call; the method is documented above
         warnings.simplefilter("ignore")
