@@ -88,10 +88,10 @@ def test_report_end_to_end_on_ml100k(tmp_path, ml100k_dir):
                               "--top_k", "5", "--output_dir", str(prepared)]) == 0
     model = str(tiny_qwen3_dir())
     export_all(model, tmp_path / "exports", [get_method("fp16")])
-    assert main(["report", "--model", model, "--exports", str(tmp_path / "exports"), "--ptq", "dynamic-int8",
+    assert main(["report", "--model", model, "--exports", str(tmp_path / "exports"), "--ptq", "dynamic-int8,torchao-int8wo",
                  "--data", str(prepared), "--retriever", "popularity", "--max_users", "6", "--max_history", "3", "--out", str(tmp_path / "rep")]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "| fp32 (reference) |" in md and "| fp16 |" in md and "| dynamic-int8 |" in md
+    assert "| fp32 (reference) |" in md and "| fp16 |" in md and "| dynamic-int8 |" in md and "| torchao-int8wo |" in md
     ref_row = next(line for line in md.splitlines() if line.startswith("| fp32 (reference) |"))
     assert ref_row.endswith("| +0.0000 | 1.00 | 1.000 |")  # the reference agrees with itself
     ref = pd.read_parquet(tmp_path / "rep" / "runs" / "fp32" / "predictions.parquet")

@@ -82,7 +82,10 @@ def run_report(model: str, exports: Optional[Path], memory_methods: Sequence[Met
             t0 = time.perf_counter()
             backend = _backend(model, None)
             backend.model = apply_method(backend.model, m)
-            backend.prepare_scoring()  # the head shortcut / compiled body were taken from the fp32 model
+            # the label-rows head shortcut slices the head's weight, which torchao's int8 tensor subclass cannot
+            # (aten.index_select unimplemented); PTQ rows use the model's own (quantised) head at the last position
+            backend.label_head = False
+            backend.prepare_scoring()  # the head / compiled body were taken from the fp32 model
             load_s = time.perf_counter() - t0
             metrics, pred = _score(cfg, backend, m.name, out)
             rows.append(_row(m.name, None, load_s, metrics, ref_metrics, pred, ref_pred))
