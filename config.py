@@ -248,6 +248,11 @@ class SummaryConfig:
         summary_device / summary_dtype: auto | cpu | cuda[:N]; auto | float32 | bfloat16 | float16.
         max_items: summarise at most the first N items with an image (quick runs; a later run adds the rest).
         summary_threads: torch CPU threads; 0 = torch's default. Use 1 on a busy machine (see RetrievalConfig).
+        summary_cache: auto | dynamic | static KV cache in generate. static lets transformers compile the decode
+            step on CUDA (CUDA graphs: a 2B model's decode is launch-bound, not bandwidth-bound); auto = static on
+            CUDA without bitsandbytes weights (transformers does not compile those), dynamic otherwise.
+        summary_pad_multiple: with a static cache, pad each batch's prompt length up to a multiple of N (fewer
+            distinct shapes, so fewer compiles).
     """
 
     semantic_summary: bool = False
@@ -263,8 +268,14 @@ class SummaryConfig:
     summary_dtype: str = "auto"
     max_items: Optional[int] = None
     summary_threads: int = 0
+    summary_cache: str = "auto"
+    summary_pad_multiple: int = 64
 
     def __post_init__(self) -> None:
+        if self.summary_cache not in ("auto", "dynamic", "static"):
+            raise ValueError(f"summary_cache must be auto, dynamic or static, got {self.summary_cache!r}")
+        if self.summary_pad_multiple < 1:
+            raise ValueError(f"summary_pad_multiple must be >= 1, got {self.summary_pad_multiple}")
         if self.semantic_summary_batch_size < 1:
             raise ValueError(f"semantic_summary_batch_size must be >= 1, got {self.semantic_summary_batch_size}")
         if self.max_new_tokens < 1 or self.caption_max_new_tokens < 1:

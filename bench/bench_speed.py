@@ -10,7 +10,7 @@ seeded inputs. Not a test, not imported by the library.
         --batch_sizes 4 --out bench/results/cpu.md                                     # what fits on 2 cores
 
 Rows: text verbalizer (naive one-at-a-time plain transformers, batched fp32/bf16, NF4, int8, Unsloth 4-bit when
-it imports, optional torch.compile), Qwen3-VL summaries (64 new tokens, batch 1/8/32, bf16 and NF4) and
+it imports, optional torch.compile), Qwen3-VL summaries (64 new tokens, batch 1/8/32/128, bf16 and NF4, dynamic and static KV cache) and
 raw_image rerank (5 history + 20 candidate images). Each row: prompts/s (images/s for summaries), peak memory
 (CUDA: max_memory_allocated; CPU: peak RSS sampled every 20 ms) and the FLOP limit at the measured matmul rate.
 Writes Markdown to --out and the same data as JSON next to it.
@@ -273,18 +273,32 @@ def bench_vl(args, device, model_dir: Path, work: Path, rows: list, rate: float)
         be.model.generation_config.eos_token_id = None  # random weights: always generate the full 64 tokens
         be.model.generation_config.pad_token_id = be.tokenizer.pad_token_id
         if "summary" in args.sections:
-            for bs in args.summary_batches:
-                pics = [open_rgb(p) for p in images[:bs]]
-                texts = ["Describe this item in one sentence."] * bs
-                generate_texts(be.model, be.processor, pics[:1], texts[:1], 2)  # warm-up
-                n_img = be.image_tokens(images[0])
-                speed, peak, sec = timed(device, lambda: generate_texts(be.model, be.processor, pics, texts,
-                                                                         args.new_tokens), bs)
-                gflop = forward_gflop(tcfg, n_img + 30) + args.new_tokens * forward_gflop(tcfg, 1)
-                rows.append({"workload": f"Qwen3-VL summaries, {args.new_tokens} new tokens", "variant": quant,
-                             "batch": bs, "items_s": speed, "peak_gib": peak / 2 ** 30, "seconds": sec,
-                             "gflop_per_item": gflop, "limit_items_s": rate / gflop})
-                log.info("summary %s B%d: %.2f img/s", quant, bs, speed)
+            for cache in args.summary_cache:
+                if cache == "static" and quant != dense and device.type == "cuda":
+                    log.info("summary %s: static cache skipped (transformers does not compile bitsandbytes "
+                             "models, so a static cache alone brings nothing)", quant)
+                    continue
+                for bs in args.summary_batches:
+                    pics = [open_rgb(p) for p in images[:bs]]
+                    texts = ["Describe this item in one sentence."] * bs
+                    pad = 64 if cache == "static" else None
+
+                    def run(n_new=args.new_tokens):
+                        return generate_texts(be.model, be.processor, pics, texts, n_new, cache=cache,
+                                              pad_to_multiple_of=pad)
+
+                    t0 = time.perf_counter()
+                    # warm-up; with a static cache the same shapes as the timed call, so the compile is done
+                    run() if cache == "static" else generate_texts(be.model, be.processor, pics[:1], texts[:1], 2)
+                    startup = time.perf_counter() - t0
+                    n_img = be.image_tokens(images[0])
+                    speed, peak, sec = timed(device, run, bs)
+                    gflop = forward_gflop(tcfg, n_img + 30) + args.new_tokens * forward_gflop(tcfg, 1)
+                    rows.append({"workload": f"Qwen3-VL summaries, {args.new_tokens} new tokens",
+                                 "variant": f"{quant}, {cache} cache", "batch": bs, "items_s": speed,
+                                 "peak_gib": peak / 2 ** 30, "seconds": sec, "gflop_per_item": gflop,
+                                 "limit_items_s": rate / gflop, "startup_s": round(startup, 1)})
+                    log.info("summary %s %s cache B%d: %.2f img/s", quant, cache, bs, speed)
         if "vl_rerank" in args.sections:
             b = PromptBuilder(be.tokenizer, max_history=5, max_prompt_tokens=16384, noun="movies",
                               templater=be.processor, image_tokens=be.image_tokens)
@@ -359,7 +373,9 @@ def parse(argv=None):
     p.add_argument("--n_prompts", type=int, default=256)
     p.add_argument("--prompt_tokens", type=int, default=1024)
     p.add_argument("--batch_sizes", default="16,32,64")
-    p.add_argument("--summary_batches", default="1,8,32")
+    p.add_argument("--summary_batches", default="1,8,32,128")
+    p.add_argument("--summary_cache", default="dynamic,static",
+                   help="KV cache of the summary rows: dynamic and/or static (static compiles the decode on CUDA)")
     p.add_argument("--new_tokens", type=int, default=64)
     p.add_argument("--vl_quant", default="bf16,nf4", help="summary / raw_image variants: bf16 (dense) and/or nf4")
     p.add_argument("--vl_prompts", type=int, default=32)
@@ -369,6 +385,7 @@ def parse(argv=None):
     a.batch_sizes = [int(x) for x in a.batch_sizes.split(",")]
     a.summary_batches = [int(x) for x in a.summary_batches.split(",")]
     a.vl_batches = [int(x) for x in a.vl_batches.split(",")]
+    a.summary_cache = a.summary_cache.split(",")
     dense = "bfloat16" if a.device.startswith("cuda") else "float32"
     a.vl_quant = [dense if q in ("bf16", "dense") else q for q in a.vl_quant.split(",")]
     return a

@@ -18,7 +18,7 @@ import torch
 import config
 from config import SummaryConfig
 from dataset.format import PreparedDataset
-from dataset.qwen3vl_semantic_summary import PARTS_DIR, PART_GLOB, summarise
+from dataset.qwen3vl_semantic_summary import PARTS_DIR, PART_GLOB, prefetched, resolve_cache, summarise
 from rerank.item_text import SummaryMismatchError, read_summaries
 from rerank.models.qwen3vl_loading import load_qwen3vl
 from qwen3vl_helpers import make_vl_prepared, write_images
@@ -58,6 +58,41 @@ def test_batched_summaries_equal_one_at_a_time(tmp_path, tiny_vl):
     assert len(a) == 7 and a["summary"].str.len().gt(0).all() and a["caption"].str.len().gt(0).all()
     assert a["summary"].nunique() > 1  # texts depend on the image, so equal tables are not a coincidence
 
+
+
+def test_static_cache_and_padding_give_the_same_text_as_the_plain_path(tmp_path, tiny_vl):
+    # static KV cache + lengths padded to a multiple of 64 (the CUDA fast path, minus compile) against
+    # one image at a time with the default dynamic cache and no extra padding
+    static = make_vl_prepared(tmp_path / "static", 6)
+    plain = make_vl_prepared(tmp_path / "plain", 6)
+    record = summarise(static, _cfg(semantic_summary_batch_size=4, summary_cache="static"), loaded=tiny_vl)
+    summarise(plain, _cfg(semantic_summary_batch_size=1, summary_cache="dynamic"), loaded=tiny_vl)
+    assert record["settings"]["kv_cache"] == "static" and record["settings"]["pad_to_multiple_of"] == 64
+    pd.testing.assert_frame_equal(_table(static), _table(plain))
+
+
+def test_auto_cache_is_dynamic_on_cpu_and_bad_values_are_refused(tiny_vl):
+    model, _ = tiny_vl
+    assert resolve_cache("auto", model) == "dynamic"  # static only pays off where transformers compiles (CUDA)
+    assert resolve_cache("static", model) == "static"
+    with pytest.raises(ValueError, match="summary_cache"):
+        SummaryConfig(summary_cache="paged")
+    with pytest.raises(ValueError, match="summary_pad_multiple"):
+        SummaryConfig(summary_pad_multiple=0)
+
+
+def test_prefetched_keeps_order_and_reraises_worker_errors():
+    assert list(prefetched(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise OSError("disk gone")
+
+    got = []
+    with pytest.raises(OSError, match="disk gone"):
+        for x in prefetched(failing()):
+            got.append(x)
+    assert got == [1]
 
 _CHILD = """
 import logging, sys
