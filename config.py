@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -17,6 +18,13 @@ REPO_ROOT = Path(__file__).resolve().parent
 DEFAULT_PREPARED_ROOT = REPO_ROOT / "data" / "prepared"
 DEFAULT_RUNS_ROOT = REPO_ROOT / "runs"
 DEFAULT_CACHE_ROOT = REPO_ROOT / ".cache"
+IMAGE_CACHE_ENV = "RERANK_IMAGE_CACHE"  # default image cache folder (one cache shared by several checkouts)
+
+
+def default_image_cache_dir() -> Path:
+    """``$RERANK_IMAGE_CACHE`` when set, else data/image_cache in the repository."""
+    env = os.environ.get(IMAGE_CACHE_ENV)
+    return Path(env) if env else REPO_ROOT / "data" / "image_cache"
 
 KNOWN_DATASETS = ("ml-100k", "beauty", "games", "custom", "sample")
 TEXT_MODES = ("text", "semantic_summary_small")  # scored by the text LLM (--model)
@@ -47,7 +55,8 @@ class DataConfig:
         image_format: auto (JPEG for JPEG/WebP sources, PNG otherwise) | jpeg | png.
         image_max_pixels: images with more pixels are rejected as too_large before decoding
             (default: Pillow's MAX_IMAGE_PIXELS).
-        image_cache_dir: content-keyed cache of downloads and processed images (default data/image_cache).
+        image_cache_dir: content-keyed cache of downloads and processed images (default $RERANK_IMAGE_CACHE,
+            else data/image_cache).
         image_workers: threads for hashing/decoding (downloads use twice as many).
         image_download: fetch http(s) images (--no-image_download counts them as download_disabled).
         image_download_timeout / image_download_retries: per attempt; retries back off 0.5 s, 1 s, 2 s, ...

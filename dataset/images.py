@@ -41,6 +41,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
+from config import default_image_cache_dir
 from dataset.format import sha256_file
 from dataset.image_download import DownloadSettings, download_all
 from dataset.image_processing import ImageRejected, ImageSettings, normalise_image
@@ -54,12 +55,6 @@ REASONS = ("no_source", "missing_file", "unreadable", "corrupt", "too_large", "d
            "download_disabled")
 MAX_EXAMPLES = 5
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def default_cache_dir() -> Path:
-    from config import REPO_ROOT  # late: config imports nothing from dataset, keep it that way
-
-    return REPO_ROOT / "data" / "image_cache"
 
 
 def is_url(source: str) -> bool:
@@ -214,7 +209,7 @@ def attach_images(items: pd.DataFrame, cfg, build_dir: Path, known_item_ids) -> 
     """
     t0 = time.perf_counter()
     settings = ImageSettings(max_side=cfg.image_max_side, fmt=cfg.image_format, max_pixels=cfg.image_max_pixels)
-    cache_dir = Path(cfg.image_cache_dir) if cfg.image_cache_dir else default_cache_dir()
+    cache_dir = Path(cfg.image_cache_dir) if cfg.image_cache_dir else default_image_cache_dir()
     image_dir = Path(cfg.image_dir) if cfg.image_dir else None
     if image_dir is not None and not image_dir.is_dir():
         raise FileNotFoundError(f"--image_dir {image_dir} not found: expected the folder image paths are relative to")

@@ -13,6 +13,23 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = REPO_ROOT.parent / "shared"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def image_cache_outside_the_checkout(tmp_path_factory):
+    """Tests that do not name an image cache would fill the checkout's data/image_cache (the default);
+    point the default at a temp folder instead (subprocesses inherit the variable)."""
+    import os
+
+    from config import IMAGE_CACHE_ENV
+
+    old = os.environ.get(IMAGE_CACHE_ENV)
+    os.environ[IMAGE_CACHE_ENV] = str(tmp_path_factory.mktemp("image_cache"))
+    yield
+    if old is None:
+        os.environ.pop(IMAGE_CACHE_ENV, None)
+    else:
+        os.environ[IMAGE_CACHE_ENV] = old
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

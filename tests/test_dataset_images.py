@@ -401,3 +401,12 @@ def test_downloads_give_up_when_the_first_urls_all_fail(server, tmp_path, caplog
     assert all(r.error for r in res.values()) and len(res) == 60
     assert 10 <= sum(hits.values()) <= 12  # at most one in flight per worker when the limit is reached
     assert "gave up on image downloads" in caplog.text
+
+
+def test_default_image_cache_follows_the_environment(monkeypatch, tmp_path):
+    from config import IMAGE_CACHE_ENV, REPO_ROOT, default_image_cache_dir
+
+    monkeypatch.setenv(IMAGE_CACHE_ENV, str(tmp_path / "shared-cache"))
+    assert default_image_cache_dir() == tmp_path / "shared-cache"
+    monkeypatch.delenv(IMAGE_CACHE_ENV)
+    assert default_image_cache_dir() == REPO_ROOT / "data" / "image_cache"
