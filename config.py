@@ -175,7 +175,8 @@ class RerankConfig:
         use_quantization: 4-bit NF4 (bitsandbytes, double quant); same as --quantization nf4.
         quantization: nf4 | int8 | none (bitsandbytes); overrides --use_quantization when given.
         use_flash_attention: FlashAttention-2 when flash_attn imports (CUDA), else SDPA with one notice.
-        use_torch_compile: torch.compile the text model's decoder (slow first batches, faster after).
+        use_torch_compile: torch.compile the decoder (text model; Qwen3-VL's language model): slow first
+            batches, faster after.
         torch_compile_mode: default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs.
         llm_batch_size: prompts per forward (halved automatically on out-of-memory).
     """

@@ -97,11 +97,11 @@ def load_backend(cfg: RerankConfig) -> Backend:
     chosen = choose_backend(cfg.backend, vision=vision, device=pick_device(cfg.device),
                             adapter=bool(cfg.adapter))
     common = dict(device_name=cfg.device, dtype_name=cfg.dtype, use_quantization=cfg.use_quantization,
-                  quantization=cfg.quantization, use_flash_attention=cfg.use_flash_attention)
+                  quantization=cfg.quantization, use_flash_attention=cfg.use_flash_attention,
+                  use_torch_compile=cfg.use_torch_compile, torch_compile_mode=cfg.torch_compile_mode)
     if vision:
         return get_backend("qwen3vl")(model_name=cfg.vl_model, use_unsloth=chosen == "unsloth", **common).load()
-    return get_backend(chosen)(model_name=cfg.model, use_torch_compile=cfg.use_torch_compile,
-                               torch_compile_mode=cfg.torch_compile_mode, adapter=cfg.adapter, **common).load()
+    return get_backend(chosen)(model_name=cfg.model, adapter=cfg.adapter, **common).load()
 
 
 def run(cfg: RerankConfig, backend: Optional[Backend] = None) -> dict:

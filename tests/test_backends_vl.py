@@ -58,3 +58,15 @@ def test_vl_label_rows_head_equals_full_head(backend, batches, label_ids):
     for b in batches:
         torch.testing.assert_close(backend.last_logits(b)[:, label_ids], full.last_logits(b)[:, label_ids],
                                    atol=1e-5, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch.compile check runs on the GPU (minutes to compile on 2 CPU cores)")
+def test_vl_torch_compile_gives_the_same_scores(batches, label_ids):
+    kw = dict(model_name=str(tiny_qwen3vl_dir()), device_name="cuda", dtype_name="float32")
+    plain = Qwen3VLBackend(**kw).load()
+    comp = Qwen3VLBackend(**kw, use_torch_compile=True).load()
+    assert comp.describe()["torch_compile"] == "default"
+    for b in batches:
+        torch.testing.assert_close(comp.last_logits(b)[:, label_ids], plain.last_logits(b)[:, label_ids],
+                                   atol=1e-3, rtol=0)

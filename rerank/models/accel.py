@@ -54,6 +54,14 @@ def compile_body(module: torch.nn.Module, mode: str = "default") -> Callable:
     return torch.compile(module, mode=None if mode == "default" else mode, dynamic=True)
 
 
+def compile_in_place(module: torch.nn.Module, mode: str = "default") -> None:
+    """``compile_body`` for a submodule that its parent calls itself (Qwen3-VL's language model):
+    ``nn.Module.compile`` swaps the module's call for the compiled one, so no caller changes."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"unknown torch compile mode {mode!r}; available: {list(COMPILE_MODES)}")
+    module.compile(mode=None if mode == "default" else mode, dynamic=True)
+
+
 def to_device(tensors: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """Move a batch to ``device``; on CUDA through pinned host memory with non-blocking copies."""
     if device.type != "cuda":

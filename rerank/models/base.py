@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -46,6 +47,31 @@ class Backend(ABC):
             except LabelTokenError:
                 self._label_ids = []
         return self._label_ids or None
+
+
+@dataclass
+class ModelOptions:
+    """Loading and speed options shared by the text and the VL transformers backends (keyword-only use).
+
+    Args:
+        device_name: auto | cpu | cuda[:N].
+        dtype_name: auto | float32 | bfloat16 | float16 (auto: bf16 on CUDA, fp32 on CPU).
+        use_quantization: 4-bit NF4 with double quantisation via bitsandbytes.
+        quantization: nf4 | int8 | None; overrides use_quantization when set.
+        use_flash_attention: FlashAttention-2 when flash_attn imports, else SDPA with one notice.
+        use_torch_compile: torch.compile the decoder (first batches of each new shape compile).
+        torch_compile_mode: default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs.
+        label_head: project only the label rows of the LM head (exact; off = the model's full head).
+    """
+
+    device_name: str = "auto"
+    dtype_name: str = "auto"
+    use_quantization: bool = False
+    quantization: Optional[str] = None
+    use_flash_attention: bool = False
+    use_torch_compile: bool = False
+    torch_compile_mode: str = "default"
+    label_head: bool = True
 
 
 class BackendUnavailableError(RuntimeError):

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import torch
 
 from rerank.models.accel import attention_implementation, compile_body, to_device
-from rerank.models.base import Backend, register_backend
+from rerank.models.base import Backend, ModelOptions, register_backend
 from rerank.models.label_head import dense_label_head, label_logits
 from rerank.models.resolve import resolve_model
 
@@ -137,33 +137,19 @@ def load_causal_lm(source: str, device: torch.device, dtype: torch.dtype, use_qu
 
 
 @dataclass
-class TransformersTextBackend(Backend):
+class TransformersTextBackend(ModelOptions, Backend):
     """Causal LM via transformers (dense, NF4 or int8).
 
     Args:
         model_name: hub id, local folder or alias (see rerank.models.resolve).
-        device_name: auto | cpu | cuda[:N].
-        dtype_name: auto | float32 | bfloat16 | float16 (auto: bf16 on CUDA, fp32 on CPU).
-        use_quantization: 4-bit NF4 with double quantisation via bitsandbytes.
-        quantization: nf4 | int8 | None; overrides use_quantization when set.
-        use_flash_attention: FlashAttention-2 when flash_attn imports, else SDPA with one notice.
-        use_torch_compile: torch.compile the decoder body (first batches of each new shape compile).
-        torch_compile_mode: default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs.
-        label_head: project only the label rows of the LM head (exact; off = the model's full head).
         pad_to_multiple_of: pad each batch's length up to a multiple (fewer distinct shapes for compile).
+        adapter: LoRA adapter folder (rerank.models.adapters), applied after loading.
+        (device, dtype, quantisation and speed options: rerank.models.base.ModelOptions)
     """
 
     model_name: str = "Qwen/Qwen3-0.6B"
-    device_name: str = "auto"
-    dtype_name: str = "auto"
-    use_quantization: bool = False
-    quantization: Optional[str] = None
-    use_flash_attention: bool = False
-    use_torch_compile: bool = False
-    torch_compile_mode: str = "default"
-    label_head: bool = True
     pad_to_multiple_of: Optional[int] = None
-    adapter: Optional[str] = None  # LoRA adapter folder (rerank.models.adapters), applied after loading
+    adapter: Optional[str] = None
     name: str = "transformers"
 
     def load(self) -> "TransformersTextBackend":

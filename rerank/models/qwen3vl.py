@@ -21,8 +21,8 @@ from typing import Optional, Sequence
 import torch
 from PIL import Image
 
-from rerank.models.accel import attention_implementation, to_device
-from rerank.models.base import Backend, register_backend
+from rerank.models.accel import attention_implementation, compile_in_place, to_device
+from rerank.models.base import Backend, ModelOptions, register_backend
 from rerank.models.label_head import dense_label_head, label_logits
 from rerank.models.llm import pick_device
 from rerank.models.qwen3vl_loading import DEFAULT_VL_MODEL, load_qwen3vl, quantization_of
@@ -36,27 +36,19 @@ def open_rgb(path: str) -> Image.Image:
 
 
 @dataclass
-class Qwen3VLBackend(Backend):
+class Qwen3VLBackend(ModelOptions, Backend):
     """Qwen3-VL via transformers (or Unsloth on CUDA).
 
     Args:
         model_name: hub id or local folder (default unsloth/Qwen3-VL-2B-Instruct).
-        device_name: auto | cpu | cuda[:N]; dtype_name: auto | float32 | bfloat16 | float16.
-        use_quantization: True = 4-bit NF4 (double quant) via bitsandbytes; False = full precision.
-        quantization: nf4 | int8 | None; overrides use_quantization when set.
-        use_flash_attention: FlashAttention-2 when flash_attn imports, else SDPA with one notice.
         use_unsloth: load through Unsloth FastVisionModel 4-bit (CUDA only; see rerank.models.select).
-        label_head: project only the label rows of the LM head (exact; off = the model's full head).
+        (device, dtype, quantisation and speed options: rerank.models.base.ModelOptions; use_quantization
+        without quantization means NF4; use_torch_compile compiles the language model, not the vision tower,
+        whose patch counts vary per image)
     """
 
     model_name: str = DEFAULT_VL_MODEL
-    device_name: str = "auto"
-    dtype_name: str = "auto"
-    use_quantization: bool = False
-    quantization: Optional[str] = None
-    use_flash_attention: bool = False
     use_unsloth: bool = False
-    label_head: bool = True
     name: str = "qwen3vl"
 
     def load(self) -> "Qwen3VLBackend":
@@ -73,6 +65,8 @@ class Qwen3VLBackend(Backend):
                                                              pick_device(self.device_name)))
         self.tokenizer = self.processor.tokenizer
         self.device = next(self.model.parameters()).device
+        if self.use_torch_compile:
+            compile_in_place(self.model.model.language_model, self.torch_compile_mode)
         self._image_tokens = lru_cache(maxsize=None)(self._count_image_tokens)
         self._head = dense_label_head(self.model) if self.label_head else None
         self._label_ids: Optional[list[int]] = None
@@ -130,6 +124,7 @@ class Qwen3VLBackend(Backend):
             "dtype": str(self.model.dtype).replace("torch.", ""),
             "quantization": "unsloth-4bit" if self.use_unsloth else quantization_of(self.model),
             "label_head": "label-rows" if self._head is not None else "full",
+            "torch_compile": self.torch_compile_mode if self.use_torch_compile else None,
         }
 
 
