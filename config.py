@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parent
 DEFAULT_PREPARED_ROOT = REPO_ROOT / "data" / "prepared"
@@ -566,7 +566,3 @@ def parse_rerank_args(argv: Optional[Sequence[str]] = None) -> RerankConfig:
 
 def parse_train_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
     return _parse_one(TrainConfig, "train", "Fine-tune the verbalizer with LoRA / QLoRA on train-split prompts.", argv)
-
-
-def to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg)
