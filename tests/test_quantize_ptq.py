@@ -2,6 +2,7 @@
 the report chart, and ``tools/quantize.py report`` end to end on ML-100k with a tiny Qwen3."""
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -80,6 +81,7 @@ def test_bar_chart_writes_a_png(tmp_path):
 
 def test_report_end_to_end_on_ml100k(tmp_path, ml100k_dir):
     import data_prepare
+    from test_quantize import make_adapter
     from tools.export.exporter import export_all
     from tools.quantize import main
 
@@ -87,14 +89,27 @@ def test_report_end_to_end_on_ml100k(tmp_path, ml100k_dir):
     assert data_prepare.main(["--dataset", "ml-100k", "--data_root", str(ml100k_dir), "--retriever", "popularity",
                               "--top_k", "5", "--output_dir", str(prepared)]) == 0
     model = str(tiny_qwen3_dir())
-    export_all(model, tmp_path / "exports", [get_method("fp16")])
-    assert main(["report", "--model", model, "--exports", str(tmp_path / "exports"), "--ptq", "dynamic-int8,torchao-int8wo",
-                 "--data", str(prepared), "--retriever", "popularity", "--max_users", "6", "--max_history", "3", "--out", str(tmp_path / "rep")]) == 0
+    adapter = str(make_adapter(tiny_qwen3_dir(), tmp_path / "adapter"))  # random LoRA: changes the ranking
+    export_all(model, tmp_path / "exports", [get_method("fp16")], adapter=adapter)
+    common = ["--model", model, "--exports", str(tmp_path / "exports"), "--data", str(prepared), "--retriever",
+              "popularity", "--max_users", "6", "--max_history", "3", "--max_text_chars", "0"]
+    with pytest.raises(ValueError, match="not made from"):  # exports of base+adapter vs a bare-base reference
+        main(["report", *common, "--ptq", "none", "--out", str(tmp_path / "wrong")])
+    assert main(["report", *common, "--adapter", adapter, "--ptq", "dynamic-int8,torchao-int8wo",
+                 "--out", str(tmp_path / "rep")]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| fp32 (reference) |" in md and "| fp16 |" in md and "| dynamic-int8 |" in md and "| torchao-int8wo |" in md
     ref_row = next(line for line in md.splitlines() if line.startswith("| fp32 (reference) |"))
     assert ref_row.endswith("| +0.0000 | 1.00 | 1.000 |")  # the reference agrees with itself
+    rows = {r["name"]: r for r in json.loads((tmp_path / "rep" / "report.json").read_text())}
+    assert rows["fp16"]["kendall_tau"] > 0.9  # fp16 of the merged model vs the merged fp32 reference
     ref = pd.read_parquet(tmp_path / "rep" / "runs" / "fp32" / "predictions.parquet")
     dyn = pd.read_parquet(tmp_path / "rep" / "runs" / "dynamic-int8" / "predictions.parquet")
     assert list(ref["scores"].map(list)) != list(dyn["scores"].map(list))  # the quantised model was the one scored
+
+    # the reference really carries the adapter: the bare base ranks the same candidates differently
+    assert main(["report", "--model", model, "--data", str(prepared), "--retriever", "popularity", "--max_users", "6",
+                 "--max_history", "3", "--max_text_chars", "0", "--ptq", "none", "--out", str(tmp_path / "base")]) == 0
+    base = pd.read_parquet(tmp_path / "base" / "runs" / "fp32" / "predictions.parquet")
+    assert list(base["scores"].map(list)) != list(ref["scores"].map(list))
     assert (tmp_path / "rep" / "report.png").stat().st_size > 0

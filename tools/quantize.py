@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("report", help="rerank with every variant; Markdown + PNG quality report")
     r.add_argument("--model", required=True, help="the full-precision model the exports came from")
+    r.add_argument("--adapter", help="LoRA adapter merged into --model for the reference and PTQ rows (the same "
+                                     "one the exports were made with)")
     r.add_argument("--exports", help="folder written by `export`")
     r.add_argument("--ptq", default="all", help="in-memory methods to include: 'all', 'none' or a comma list")
     r.add_argument("--data", required=True, help="prepared dataset folder")
@@ -67,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--retriever", default="sasrec", help="whose candidates to rerank (prepared folder)")
     r.add_argument("--max_users", type=int, default=50)
     r.add_argument("--max_history", type=int, default=5)
+    r.add_argument("--max_text_chars", type=int, default=200, help="item detail text per item (0: titles only; "
+                                                                    "match the fine-tune's prompts)")
     r.add_argument("--llm_batch_size", type=int, default=8)
     r.add_argument("--out", required=True, help="report folder")
     return p
@@ -115,8 +119,9 @@ def main(argv=None) -> int:
 
         memory = [] if args.ptq == "none" else parse_methods(args.ptq, "memory")
         cfg = RerankConfig(data=args.data, split=args.split, retriever=args.retriever, max_users=args.max_users, max_history=args.max_history,
-                           llm_batch_size=args.llm_batch_size)
-        rows = run_report(args.model, Path(args.exports) if args.exports else None, memory, cfg, Path(args.out))
+                           max_text_chars=args.max_text_chars, llm_batch_size=args.llm_batch_size)
+        rows = run_report(args.model, Path(args.exports) if args.exports else None, memory, cfg, Path(args.out),
+                          adapter=args.adapter)
         log.info("report:\n%s", report_table(rows))
         return 0
     raise AssertionError(args.command)

@@ -25,15 +25,42 @@ from tools.export.methods import Method
 log = logging.getLogger(__name__)
 
 
-def _backend(model_name: str, cache_root: Optional[Path]):
+def _backend(model_name: str, cache_root: Optional[Path], adapter: Optional[str] = None):
     """A CPU fp32 text backend loaded by the library's own ``load()``; GGUF artifacts are first dequantised into
     ``cache_root`` (a fresh folder, so the measured load time is the real first load). The reference model
-    resolves through the normal cache (None), so an alias is not re-converted on every report."""
+    resolves through the normal cache (None), so an alias is not re-converted on every report. With ``adapter``
+    the LoRA weights are merged into the base (what the artifacts were exported from, and what PTQ quantises)."""
     from rerank.models.llm import TransformersTextBackend
     from rerank.models.resolve import resolve_model
 
     source = resolve_model(model_name, cache_root=cache_root)
-    return TransformersTextBackend(model_name=source, device_name="cpu", dtype_name="float32").load()
+    backend = TransformersTextBackend(model_name=source if not adapter else model_name, device_name="cpu",
+                                      dtype_name="float32", adapter=adapter).load()
+    if adapter:
+        backend.model = backend.model.merge_and_unload()
+        backend.prepare_scoring()
+    return backend
+
+
+def _same_adapter(a: Optional[str], b: Optional[str]) -> bool:
+    from rerank.models.adapters import resolve_adapter_dir
+
+    if not a or not b:
+        return not a and not b
+    return resolve_adapter_dir(a).resolve() == resolve_adapter_dir(b).resolve()
+
+
+def check_exports(exports: Optional[Path], model: str, adapter: Optional[str]) -> list[Path]:
+    """The artifact folders under ``exports``; refused when one was made from another base or adapter (its
+    ranking would be compared with the wrong reference)."""
+    folders = sorted(p for p in (exports.iterdir() if exports else []) if read_metadata(p))
+    wrong = [f"{f.name} (base {read_metadata(f)['base_model']!r}, adapter {read_metadata(f)['adapter']!r})"
+             for f in folders if read_metadata(f)["base_model"] != model
+             or not _same_adapter(read_metadata(f)["adapter"], adapter)]
+    if wrong:
+        raise ValueError(f"exports in {exports} were not made from --model {model!r} with --adapter {adapter!r}: "
+                         f"{', '.join(wrong)}; pass the same --model/--adapter as the export")
+    return folders
 
 
 def _score(cfg: RerankConfig, backend, name: str, out: Path) -> tuple[dict, pd.DataFrame]:
@@ -44,7 +71,7 @@ def _score(cfg: RerankConfig, backend, name: str, out: Path) -> tuple[dict, pd.D
 
 
 def run_report(model: str, exports: Optional[Path], memory_methods: Sequence[Method], cfg: RerankConfig,
-               out: Path) -> list[dict]:
+               out: Path, adapter: Optional[str] = None) -> list[dict]:
     """Score the fp32 reference, each artifact under ``exports`` and each in-memory method; write the report.
 
     Args:
@@ -53,7 +80,10 @@ def run_report(model: str, exports: Optional[Path], memory_methods: Sequence[Met
         memory_methods: in-memory PTQ methods applied to the fp32 model.
         cfg: rerank settings (data, split, max_users, max_history, batch size); device/dtype are CPU fp32.
         out: report folder.
+        adapter: LoRA adapter merged into ``model`` for the reference and the in-memory methods (the exports
+            must have been made with the same one).
     """
+    folders = check_exports(exports, model, adapter)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = replace(cfg, model=model, device="cpu", dtype="float32", mode="text")
@@ -61,13 +91,13 @@ def run_report(model: str, exports: Optional[Path], memory_methods: Sequence[Met
     rows = []
     try:
         t0 = time.perf_counter()
-        ref_backend = _backend(model, None)
+        ref_backend = _backend(model, None, adapter)
         load_s = time.perf_counter() - t0
         _score(cfg, ref_backend, "fp32-warmup", out)  # the first scored run pays one-time allocator/kernel costs
         ref_metrics, ref_pred = _score(cfg, ref_backend, "fp32", out)
         rows.append(_row("fp32 (reference)", None, load_s, ref_metrics, ref_metrics, ref_pred, ref_pred))
 
-        for folder in sorted(p for p in (exports.iterdir() if exports else []) if read_metadata(p)):
+        for folder in folders:
             meta = read_metadata(folder)
             t0 = time.perf_counter()
             backend = _backend(str(folder), cache)
@@ -80,7 +110,7 @@ def run_report(model: str, exports: Optional[Path], memory_methods: Sequence[Met
 
         for m in memory_methods:
             t0 = time.perf_counter()
-            backend = _backend(model, None)
+            backend = _backend(model, None, adapter)
             backend.model = apply_method(backend.model, m)
             # the label-rows head shortcut slices the head's weight, which torchao's int8 tensor subclass cannot
             # (aten.index_select unimplemented); PTQ rows use the model's own (quantised) head at the last position
@@ -92,7 +122,7 @@ def run_report(model: str, exports: Optional[Path], memory_methods: Sequence[Met
             del backend
     finally:
         shutil.rmtree(cache, ignore_errors=True)
-    write_report(rows, cfg, out)
+    write_report(rows, cfg, out, adapter)
     return rows
 
 
@@ -115,9 +145,10 @@ def report_table(rows: Sequence[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(rows: Sequence[dict], cfg: RerankConfig, out: Path) -> None:
+def write_report(rows: Sequence[dict], cfg: RerankConfig, out: Path, adapter: Optional[str] = None) -> None:
     png = bar_chart(rows, out / "report.png")
-    head = (f"# Export / quantisation quality report\n\nmodel `{cfg.model if rows else ''}` · data `{cfg.data}` · "
+    head = (f"# Export / quantisation quality report\n\nmodel `{cfg.model if rows else ''}`"
+            f"{f' + adapter `{adapter}`' if adapter else ''} · data `{cfg.data}` · "
             f"split {cfg.split} · {rows[0]['users'] if rows else 0} users · max_history {cfg.max_history} · CPU, "
             f"torch threads {torch.get_num_threads()}\n\n")
     (out / "report.md").write_text(head + report_table(rows) + f"\n![chart]({png.name})\n")
