@@ -224,20 +224,24 @@ def prefetched(iterator: Iterator, depth: int = 1) -> Iterator:
     end = object()
     stop = threading.Event()
 
+    def put(entry) -> bool:
+        """False once the consumer has stopped (the queue may stay full forever)."""
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def work() -> None:
         try:
             for item in iterator:
-                while not stop.is_set():
-                    try:
-                        q.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put((item, None)):
                     return
-            q.put((end, None))
+            put((end, None))
         except BaseException as e:  # handed to the consumer, which re-raises it
-            q.put((end, e))
+            put((end, e))
 
     worker = threading.Thread(target=work, name="summary-prefetch", daemon=True)
     worker.start()

@@ -94,6 +94,19 @@ def test_prefetched_keeps_order_and_reraises_worker_errors():
             got.append(x)
     assert got == [1]
 
+
+def test_prefetched_worker_ends_when_the_consumer_stops_early():
+    import threading
+
+    gen = prefetched(iter(range(2)), depth=1)
+    assert next(gen) == 0
+    time.sleep(0.3)  # the worker has queued 1 and now waits to queue the end marker on the full queue
+    gen.close()  # closing must release that wait, not leave the thread hanging
+    deadline = time.time() + 5
+    while any(t.name == "summary-prefetch" for t in threading.enumerate()) and time.time() < deadline:
+        time.sleep(0.01)
+    assert not any(t.name == "summary-prefetch" for t in threading.enumerate())
+
 _CHILD = """
 import logging, sys
 logging.basicConfig(level=logging.INFO)
