@@ -288,8 +288,10 @@ def bench_vl(args, device, model_dir: Path, work: Path, rows: list, rate: float)
                                               pad_to_multiple_of=pad)
 
                     t0 = time.perf_counter()
-                    # warm-up; with a static cache the same shapes as the timed call, so the compile is done
-                    run() if cache == "static" else generate_texts(be.model, be.processor, pics[:1], texts[:1], 2)
+                    if cache == "static":  # warm-up with the timed call's shapes, so the compile is done
+                        run()
+                    else:
+                        generate_texts(be.model, be.processor, pics[:1], texts[:1], 2)
                     startup = time.perf_counter() - t0
                     n_img = be.image_tokens(images[0])
                     speed, peak, sec = timed(device, run, bs)

@@ -46,20 +46,22 @@ def attention_implementation(use_flash_attention: bool, device: torch.device) ->
     return "sdpa"
 
 
+def _compile_kwargs(mode: str) -> dict:
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"unknown torch compile mode {mode!r}; available: {list(COMPILE_MODES)}")
+    return {"mode": None if mode == "default" else mode, "dynamic": True}
+
+
 def compile_body(module: torch.nn.Module, mode: str = "default") -> Callable:
     """``torch.compile`` with dynamic shapes: batch size and padded length vary from batch to batch, and a
     static-shape compile would recompile for every new (B, T)."""
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"unknown torch compile mode {mode!r}; available: {list(COMPILE_MODES)}")
-    return torch.compile(module, mode=None if mode == "default" else mode, dynamic=True)
+    return torch.compile(module, **_compile_kwargs(mode))
 
 
 def compile_in_place(module: torch.nn.Module, mode: str = "default") -> None:
     """``compile_body`` for a submodule that its parent calls itself (Qwen3-VL's language model):
     ``nn.Module.compile`` swaps the module's call for the compiled one, so no caller changes."""
-    if mode not in COMPILE_MODES:
-        raise ValueError(f"unknown torch compile mode {mode!r}; available: {list(COMPILE_MODES)}")
-    module.compile(mode=None if mode == "default" else mode, dynamic=True)
+    module.compile(**_compile_kwargs(mode))
 
 
 def to_device(tensors: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

@@ -33,34 +33,39 @@ def _backend(model_name: str, cache_root: Optional[Path], adapter: Optional[str]
     from rerank.models.llm import TransformersTextBackend
     from rerank.models.resolve import resolve_model
 
-    source = resolve_model(model_name, cache_root=cache_root)
-    backend = TransformersTextBackend(model_name=source if not adapter else model_name, device_name="cpu",
-                                      dtype_name="float32", adapter=adapter).load()
+    # with an adapter keep the --model name: the adapter's base check names it in its errors
+    name = model_name if adapter else resolve_model(model_name, cache_root=cache_root)
+    backend = TransformersTextBackend(model_name=name, device_name="cpu", dtype_name="float32",
+                                      adapter=adapter).load()
     if adapter:
         backend.model = backend.model.merge_and_unload()
         backend.prepare_scoring()
     return backend
 
 
-def _same_adapter(a: Optional[str], b: Optional[str]) -> bool:
+def _adapter_path(adapter: str) -> Path:
+    """The adapter folder an --adapter value means (a training folder means its best/); a folder that no longer
+    exists (exports copied from elsewhere) is compared by its path as recorded."""
     from rerank.models.adapters import resolve_adapter_dir
 
-    if not a or not b:
-        return not a and not b
-    return resolve_adapter_dir(a).resolve() == resolve_adapter_dir(b).resolve()
+    try:
+        return resolve_adapter_dir(adapter).resolve()
+    except FileNotFoundError:
+        return Path(adapter).resolve()
 
 
 def check_exports(exports: Optional[Path], model: str, adapter: Optional[str]) -> list[Path]:
     """The artifact folders under ``exports``; refused when one was made from another base or adapter (its
     ranking would be compared with the wrong reference)."""
-    folders = sorted(p for p in (exports.iterdir() if exports else []) if read_metadata(p))
-    wrong = [f"{f.name} (base {read_metadata(f)['base_model']!r}, adapter {read_metadata(f)['adapter']!r})"
-             for f in folders if read_metadata(f)["base_model"] != model
-             or not _same_adapter(read_metadata(f)["adapter"], adapter)]
+    metas = {p: read_metadata(p) for p in sorted(exports.iterdir() if exports else [])}
+    metas = {p: m for p, m in metas.items() if m}
+    want = _adapter_path(adapter) if adapter else None
+    wrong = [f"{p.name} (base {m['base_model']!r}, adapter {m['adapter']!r})" for p, m in metas.items()
+             if m["base_model"] != model or (_adapter_path(m["adapter"]) if m["adapter"] else None) != want]
     if wrong:
         raise ValueError(f"exports in {exports} were not made from --model {model!r} with --adapter {adapter!r}: "
                          f"{', '.join(wrong)}; pass the same --model/--adapter as the export")
-    return folders
+    return list(metas)
 
 
 def _score(cfg: RerankConfig, backend, name: str, out: Path) -> tuple[dict, pd.DataFrame]:
